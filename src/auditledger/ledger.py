@@ -1,0 +1,379 @@
+"""``AuditLog``: the one object applications hold.
+
+Recording validates every event first (a refused batch stores nothing), then
+places the batch in one write transaction: per tenant the next ``seq``, a
+strictly increasing UTC ``date``, a UUIDv7 ``id``, the canonical bytes and
+their leaf hash. ``verify`` walks the stored ledger and names the first
+position that does not check out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from auditledger import canonical
+from auditledger.errors import ValidationError, VerificationError
+from auditledger.model import (
+    DEFAULT_LIMITS,
+    Actor,
+    Event,
+    EventInput,
+    Limits,
+    Outcome,
+    check_tenant,
+    event_input,
+    from_micros,
+    parse_utc,
+    to_micros,
+)
+from auditledger.query import Query
+from auditledger.store import Cursor, Head, Order, Row, Store, open_store
+
+DEFAULT_TENANT = "main"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the ledger says back for one recorded event."""
+
+    id: str
+    tenant: str
+    seq: int
+    date: datetime
+    duplicate: bool = False  # an idempotency key seen before: nothing new stored
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of search results and the cursor of the next (None at the end)."""
+
+    events: list[Event]
+    cursor: str | None
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The outcome of :meth:`AuditLog.verify`, per tenant."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    purged: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+
+class AuditLog:
+    """An audit ledger on a store; open it with :meth:`open`."""
+
+    def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.store = store
+        self.limits = limits
+        self._after_commit: list[Callable[[list[Receipt]], None]] = []
+
+    @classmethod
+    def open(cls, url: str = "memory://", *, limits: Limits = DEFAULT_LIMITS) -> AuditLog:
+        """``sqlite:///path/to.db``, ``memory://`` or ``postgresql://...``."""
+        return cls(open_store(url), limits=limits)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_commit(self, callback: Callable[[list[Receipt]], None]) -> None:
+        """Call ``callback`` with the receipts of every committed batch (never before the commit)."""
+        self._after_commit.append(callback)
+
+    # ------------------------------------------------------------ recording
+
+    def record(
+        self,
+        resource_type: str,
+        action: str,
+        actor: Actor | Mapping[str, Any],
+        *,
+        details: Mapping[str, Any] | None = None,
+        before: Any = None,
+        after: Any = None,
+        outcome: Outcome | str = Outcome.SUCCESS,
+        occurred_at: datetime | str | None = None,
+        tenant: str = DEFAULT_TENANT,
+        idempotency_key: str | None = None,
+    ) -> Receipt:
+        """Record one event and return its receipt once it is committed."""
+        raw = {
+            "resource_type": resource_type,
+            "action": action,
+            "actor": actor,
+            "details": details,
+            "before": before,
+            "after": after,
+            "outcome": outcome,
+            "occurred_at": occurred_at,
+            "idempotency_key": idempotency_key,
+        }
+        return self.record_many([raw], tenant=tenant)[0]
+
+    def record_many(
+        self, events: Iterable[EventInput | Mapping[str, Any]], *, tenant: str = DEFAULT_TENANT
+    ) -> list[Receipt]:
+        """Record a batch atomically: all of it, or (on any invalid event) none of it."""
+        check_tenant(tenant)
+        drafts = [self._validate(i, raw) for i, raw in enumerate(events)]
+        return self.append([(tenant, d) for d in drafts])
+
+    def backfill(
+        self,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        dates: Sequence[datetime],
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ) -> list[Receipt]:
+        """Record events that happened earlier (imports, the demo) at their own past dates.
+
+        Dates may not lie in the future; an entry dated before the tenant's last
+        one is placed one microsecond after it, so that the ledger's dates never
+        go backwards.
+        """
+        if len(events) != len(dates):
+            raise ValidationError("dates", f"{len(dates)} dates for {len(events)} events")
+        micros = [to_micros(parse_utc(d, f"dates[{i}]")) for i, d in enumerate(dates)]
+        now = to_micros_now()
+        for i, value in enumerate(micros):
+            if value > now:
+                raise ValidationError(f"dates[{i}]", "lies in the future")
+        check_tenant(tenant)
+        drafts = [self._validate(i, raw) for i, raw in enumerate(events)]
+        return self.append([(tenant, d) for d in drafts], dates=micros)
+
+    def _validate(self, i: int, raw: EventInput | Mapping[str, Any]) -> EventInput:
+        try:
+            return event_input(raw, self.limits)
+        except ValidationError as exc:
+            raise ValidationError(f"events[{i}].{exc.field}", exc.message) from None
+
+    def append(
+        self, items: Sequence[tuple[str, EventInput]], *, dates: Sequence[int] | None = None
+    ) -> list[Receipt]:
+        """Place already validated events, of any tenants, in one transaction."""
+        if not items:
+            return []
+        receipts: list[Receipt | None] = [None] * len(items)
+        randomness = os.urandom(10 * len(items))
+        with self.store.write() as txn:
+            heads: dict[str, Head] = {}
+            known: dict[tuple[str, str], tuple[str, int]] = {}
+            keyed: dict[str, list[str]] = {}
+            for tenant, draft in items:
+                if draft.idempotency_key is not None:
+                    keyed.setdefault(tenant, []).append(draft.idempotency_key)
+            for tenant, keys in keyed.items():
+                for key, found in txn.find_idempotent(tenant, keys).items():
+                    known[(tenant, key)] = found
+            rows: list[Row] = []
+            now = to_micros_now()
+            for i, (tenant, draft) in enumerate(items):
+                if draft.idempotency_key is not None and (tenant, draft.idempotency_key) in known:
+                    id, seq = known[(tenant, draft.idempotency_key)]
+                    receipts[i] = Receipt(id, tenant, seq, from_micros(0), duplicate=True)
+                    continue
+                head = heads.get(tenant)
+                if head is None:
+                    head = heads[tenant] = txn.head(tenant)
+                date = max(now if dates is None else dates[i], head.last_date + 1)
+                seq = head.size
+                when = from_micros(date)
+                id = uuid7(date // 1000, randomness[10 * i : 10 * i + 10])
+                body = canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=when)
+                rows.append(
+                    Row(
+                        id, tenant, seq, date, draft.resource_type, draft.action, str(draft.actor.type),
+                        draft.actor.id, draft.actor.name, str(draft.outcome), draft.idempotency_key, body,
+                        canonical.leaf_hash(body), draft.details,
+                    )
+                )
+                head.size = seq + 1
+                head.last_date = date
+                if draft.idempotency_key is not None:
+                    known[(tenant, draft.idempotency_key)] = (id, seq)
+                receipts[i] = Receipt(id, tenant, seq, when)
+            txn.insert(rows)
+            for head in heads.values():
+                txn.set_head(head)
+        done = [r for r in receipts if r is not None]
+        for callback in self._after_commit:
+            callback(done)
+        return done
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, id: str, *, tenant: str | None = DEFAULT_TENANT) -> Event:
+        """The event with ``id``; ``tenant=None`` looks across tenants."""
+        from auditledger.errors import NotFoundError
+
+        row = self.store.get(tenant, id)
+        if row is None:
+            raise NotFoundError(f"no event {id!r}" + ("" if tenant is None else f" in tenant {tenant!r}"))
+        return canonical.decode(row.body)
+
+    def search(
+        self,
+        query: Query | str | None = None,
+        *,
+        tenant: str | None = DEFAULT_TENANT,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: Order = "desc",
+    ) -> Page:
+        """One page, newest first by default; pass the page's ``cursor`` to get the next."""
+        if isinstance(query, str):
+            from auditledger import query as query_module
+
+            query = query_module.parse(query)
+        query = query or Query()
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationError("limit", f"must be between 1 and {MAX_PAGE}, got {limit}")
+        after = decode_cursor(cursor) if cursor else None
+        rows = self.store.search(tenant, query, limit=limit + 1, after=after, order=order)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        events = [canonical.decode(r.body) for r in rows]
+        next_cursor = encode_cursor(Cursor(rows[-1].date, rows[-1].tenant, rows[-1].seq)) if more else None
+        return Page(events, next_cursor)
+
+    def iter_search(
+        self, query: Query | str | None = None, *, tenant: str | None = DEFAULT_TENANT, order: Order = "desc"
+    ) -> Iterator[Event]:
+        """Every matching event, page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.search(query, tenant=tenant, limit=MAX_PAGE, cursor=cursor, order=order)
+            yield from page.events
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def count(self, query: Query | None = None, *, tenant: str | None = DEFAULT_TENANT, cap: int = 10_000) -> int:
+        return self.store.count(tenant, query or Query(), cap=cap)
+
+    def tenants(self) -> list[str]:
+        return [h.tenant for h in self.store.heads()]
+
+    # ------------------------------------------------------------ verifying
+
+    def verify(self, *, tenant: str | None = None) -> VerifyReport:
+        """Recompute every leaf hash and the ``seq`` sequence; raise at the first bad position."""
+        report = VerifyReport()
+        heads = {h.tenant: h for h in self.store.heads()}
+        for name in [tenant] if tenant is not None else sorted(heads):
+            head = heads.get(name, Head(name, 0, 0))
+            size, purged = _verify_tenant(self.store, name, head)
+            report.sizes[name] = size
+            report.purged[name] = purged
+        return report
+
+
+def _verify_tenant(store: Store, tenant: str, head: Head) -> tuple[int, int]:
+    expected = 0
+    purged = 0
+    last_date = -1
+    for pos in store.scan(tenant):
+        if pos.seq != expected:
+            raise VerificationError(
+                f"tenant {tenant!r}: position {expected} is missing (next stored is {pos.seq})", expected
+            )
+        expected += 1
+        row = pos.row
+        if not pos.leaf_hash:
+            raise VerificationError(f"tenant {tenant!r}: an event is stored with no ledger leaf (inserted?)", pos.seq)
+        if row is None:
+            if not pos.purged:
+                raise VerificationError(f"tenant {tenant!r}: the event was removed without a purge", pos.seq)
+            purged += 1
+            continue
+        if canonical.leaf_hash(row.body) != pos.leaf_hash:
+            raise VerificationError(f"tenant {tenant!r}: the stored event does not match its leaf hash", pos.seq)
+        event = canonical.decode(row.body, pos.leaf_hash)
+        problem = _row_mismatch(row, event, tenant, pos.seq)
+        if problem:
+            raise VerificationError(f"tenant {tenant!r}: {problem}", pos.seq)
+        if row.date <= last_date:
+            raise VerificationError(f"tenant {tenant!r}: date goes backwards", pos.seq)
+        last_date = row.date
+    if expected != head.size:
+        raise VerificationError(
+            f"tenant {tenant!r}: the head says {head.size} events but {expected} are stored",
+            min(expected, head.size),
+        )
+    return expected, purged
+
+
+def _row_mismatch(row: Row, event: Event, tenant: str, seq: int) -> str | None:
+    """What differs between the indexed columns and the hashed bytes (search would lie)."""
+    checks = (
+        ("seq", event.seq, seq),
+        ("tenant", event.tenant, tenant),
+        ("id", event.id, row.id),
+        ("date", to_micros(event.date), row.date),
+        ("resource_type", event.resource_type, row.resource_type),
+        ("action", event.action, row.action),
+        ("actor.type", str(event.actor.type), row.actor_type),
+        ("actor.id", event.actor.id, row.actor_id),
+        ("actor.name", event.actor.name, row.actor_name),
+        ("outcome", str(event.outcome), row.outcome),
+        ("details", dict(event.details), dict(row.details)),
+    )
+    for name, hashed, stored in checks:
+        if hashed != stored:
+            return f"indexed {name} {str(stored)[:80]!r} differs from the hashed event's {str(hashed)[:80]!r}"
+    return None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def to_micros_now() -> int:
+    return time.time_ns() // 1000
+
+
+def uuid7(unix_ms: int, rand: bytes) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit milliseconds, version 7, variant 10, 74 random bits."""
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    r = int.from_bytes(rand, "big")
+    value |= 0x7 << 76
+    value |= ((r >> 68) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= r & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = orjson.dumps([cursor.date, cursor.tenant, cursor.seq])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        date, tenant, seq = orjson.loads(raw)
+        if not (isinstance(date, int) and isinstance(tenant, str) and isinstance(seq, int)):
+            raise TypeError
+        return Cursor(date, tenant, seq)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise ValidationError("cursor", "not a cursor this server issued") from None

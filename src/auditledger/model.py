@@ -1,0 +1,396 @@
+"""Events, actors, and the limits every input path enforces.
+
+The rules come from DESIGN.md: Kestra's resource types and actions plus custom
+ones of the form ``^[A-Z][A-Z0-9_]{0,63}$``; at most 64 details whose keys
+match ``^[A-Za-z][A-Za-z0-9_.-]{0,63}$`` and whose values are at most 1,024
+characters; ``before``/``after`` at most 1 MiB each once encoded. A breach
+raises :class:`~auditledger.errors.ValidationError` naming the field.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from auditledger.errors import ValidationError
+
+KESTRA_RESOURCE_TYPES: frozenset[str] = frozenset(
+    """FLOW EXECUTION NAMESPACE NAMESPACE_FILE TRIGGER TEMPLATE KV_STORE KVSTORE SECRET USER
+    CREDENTIAL GROUP ROLE BINDING INVITATION TENANT TENANT_ACCESS SETTING SYSTEM_SETTINGS
+    TENANT_SETTINGS SECURITY_INTEGRATION WORKER_GROUP WORKER_QUEUE APP APP_EXECUTION ASSET
+    BLUEPRINT DASHBOARD TESTSUITE TESTSUITE_RUN VERSIONED_PLUGIN KILL_SWITCH INSTANCE AUDITLOG
+    SERVICE_ACCOUNT REUSABLE_INPUTS COPILOT MCP_SERVER SUPPORT POLICY CASE PROMOTION_TARGET
+    CASE_TEMPLATE BANNER UNKNOWN""".split()
+)
+KESTRA_ACTIONS: frozenset[str] = frozenset(
+    "CREATE READ UPDATE DELETE LOGIN LOGOUT IMPERSONATE LOGIN_FAILURE ACCOUNT_LOCKED PROMOTE UNKNOWN".split()
+)
+
+NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+DETAIL_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+MAX_DETAILS = 64
+MAX_DETAIL_VALUE = 1024
+MAX_STATE_BYTES = 1 << 20
+MAX_ACTOR_FIELD = 256
+MAX_JSON_DEPTH = 32
+MAX_SAFE_INT = (1 << 53) - 1
+
+
+class ActorType(enum.StrEnum):
+    USER = "USER"
+    SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
+    SYSTEM = "SYSTEM"
+
+
+class Outcome(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configurable part of the contract."""
+
+    max_state_bytes: int = MAX_STATE_BYTES
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted: a human user, a service account or the system itself."""
+
+    type: ActorType
+    id: str
+    name: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    impersonated_by: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"type": str(self.type), "id": self.id}
+        for key in ("name", "ip", "user_agent", "impersonated_by"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @staticmethod
+    def user(id: str, name: str | None = None, **extra: str) -> Actor:
+        return Actor(ActorType.USER, id, name, **extra)
+
+    @staticmethod
+    def service_account(id: str, name: str | None = None, **extra: str) -> Actor:
+        return Actor(ActorType.SERVICE_ACCOUNT, id, name, **extra)
+
+    @staticmethod
+    def system(id: str = "auditledger") -> Actor:
+        return Actor(ActorType.SYSTEM, id)
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """What a caller records; the ledger adds id, tenant, seq, date and leaf hash."""
+
+    resource_type: str
+    action: str
+    actor: Actor
+    details: Mapping[str, str] = field(default_factory=dict)
+    before: Any = None
+    after: Any = None
+    outcome: Outcome = Outcome.SUCCESS
+    occurred_at: datetime | None = None
+    source: Mapping[str, str] | None = None  # who sent it: ingesting token id, source ip
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored entry of the ledger."""
+
+    id: str
+    tenant: str
+    seq: int
+    date: datetime
+    resource_type: str
+    action: str
+    actor: Actor
+    details: Mapping[str, str]
+    before: Any
+    after: Any
+    outcome: Outcome
+    occurred_at: datetime | None
+    source: Mapping[str, str] | None
+    leaf_hash: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Our full JSON shape (API, CLI ``--json``, exports)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "tenant": self.tenant,
+            "seq": self.seq,
+            "date": format_date(self.date),
+            "resource_type": self.resource_type,
+            "action": self.action,
+            "actor": self.actor.to_dict(),
+            "details": dict(self.details),
+            "before": self.before,
+            "after": self.after,
+            "outcome": str(self.outcome),
+            "occurred_at": None if self.occurred_at is None else format_date(self.occurred_at),
+            "source": None if self.source is None else dict(self.source),
+            "leaf_hash": self.leaf_hash.hex(),
+        }
+        return out
+
+
+# ---------------------------------------------------------------- dates
+
+
+def format_date(value: datetime) -> str:
+    """UTC, microseconds, ``Z``: ``2026-11-24T10:15:30.123456Z``."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def to_micros(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_utc(value: object, field_name: str) -> datetime:
+    """A UTC date-time from an ISO 8601 text or an aware ``datetime``; refuses other zones."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(field_name, f"not an ISO 8601 date-time: {value[:64]!r}") from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise ValidationError(field_name, f"expected an ISO 8601 date-time text, got {_kind(value)}")
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise ValidationError(field_name, "date-time has no time zone; give it in UTC (suffix Z)")
+    if offset != timedelta(0):
+        raise ValidationError(field_name, f"date-time must be in UTC (Z or +00:00), got offset {offset}")
+    return parsed.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def check_name(value: object, field_name: str, known: frozenset[str]) -> str:
+    """A resource type or action: Kestra's or a custom one of the same form."""
+    if not isinstance(value, str):
+        raise ValidationError(field_name, f"expected a text, got {_kind(value)}")
+    if value in known:
+        return value
+    if NAME_RE.fullmatch(value) is None:
+        raise ValidationError(
+            field_name, f"{value[:80]!r} is not a known value nor of the form ^[A-Z][A-Z0-9_]{{0,63}}$"
+        )
+    return value
+
+
+def check_tenant(value: object) -> str:
+    if not isinstance(value, str) or TENANT_RE.fullmatch(value) is None:
+        raise ValidationError("tenant", f"{str(value)[:80]!r} is not of the form ^[a-z0-9][a-z0-9_-]{{0,62}}$")
+    return value
+
+
+def _check_text(value: object, field_name: str, limit: int, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise ValidationError(field_name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field_name, f"expected a text, got {_kind(value)}")
+    if required and not value:
+        raise ValidationError(field_name, "must not be empty")
+    if len(value) > limit:
+        raise ValidationError(field_name, f"is {len(value)} characters, the limit is {limit}")
+    if "\x00" in value:
+        raise ValidationError(field_name, "contains a NUL character")
+    return value
+
+
+def check_actor(value: object) -> Actor:
+    if isinstance(value, Actor):
+        raw: Mapping[str, object] = value.to_dict()
+    elif isinstance(value, Mapping):
+        raw = value
+    else:
+        raise ValidationError("actor", f"expected an object, got {_kind(value)}")
+    unknown = set(raw) - {"type", "id", "name", "ip", "user_agent", "impersonated_by"}
+    if unknown:
+        raise ValidationError(f"actor.{sorted(unknown)[0]}", "unknown field")
+    kind = raw.get("type")
+    try:
+        actor_type = ActorType(kind)
+    except ValueError:
+        raise ValidationError(
+            "actor.type", f"{str(kind)[:40]!r} is not one of USER, SERVICE_ACCOUNT, SYSTEM"
+        ) from None
+    texts = {
+        key: _check_text(raw.get(key), f"actor.{key}", MAX_ACTOR_FIELD, required=key == "id")
+        for key in ("id", "name", "ip", "user_agent", "impersonated_by")
+    }
+    return Actor(
+        actor_type,
+        texts["id"] or "",
+        texts["name"],
+        texts["ip"],
+        texts["user_agent"],
+        texts["impersonated_by"],
+    )
+
+
+def check_details(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError("details", f"expected an object of texts, got {_kind(value)}")
+    if len(value) > MAX_DETAILS:
+        raise ValidationError("details", f"has {len(value)} entries, the limit is {MAX_DETAILS}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or DETAIL_KEY_RE.fullmatch(key) is None:
+            raise ValidationError("details", f"key {str(key)[:80]!r} is not of the form ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$")
+        if type(item) is int:  # Kestra sends revision as a number; details are texts.
+            item = str(item)
+        if not isinstance(item, str):
+            raise ValidationError(f"details.{key}", f"expected a text, got {_kind(item)}")
+        if len(item) > MAX_DETAIL_VALUE:
+            raise ValidationError(f"details.{key}", f"is {len(item)} characters, the limit is {MAX_DETAIL_VALUE}")
+        if "\x00" in item:
+            raise ValidationError(f"details.{key}", "contains a NUL character")
+        out[key] = item
+    return out
+
+
+def check_state(value: object, field_name: str, limits: Limits) -> object:
+    """A before/after state: JSON (objects, lists, texts, numbers, booleans, null) or a text.
+
+    Integral floats become integers and integers must fit in an IEEE double
+    exactly, so that every JSON implementation reads the same value back.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.max_state_bytes:
+            raise ValidationError(field_name, f"is {size} bytes, the limit is {limits.max_state_bytes}")
+        _check_unicode(value, field_name)
+        return value
+    clean = _clean_json(value, field_name, 0)
+    size = len(orjson.dumps(clean))
+    if size > limits.max_state_bytes:
+        raise ValidationError(field_name, f"is {size} bytes as JSON, the limit is {limits.max_state_bytes}")
+    return clean
+
+
+def _check_unicode(text: str, field_name: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(field_name, "contains an unpaired surrogate (invalid UTF-8)") from None
+
+
+def _clean_json(value: object, path: str, depth: int) -> object:
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _check_unicode(value, path)
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INT:
+            raise ValidationError(path, "integer outside ±(2**53 - 1); send it as a text")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(path, "NaN and infinities are not JSON")
+        if value.is_integer() and abs(value) <= MAX_SAFE_INT:
+            return int(value)
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(path, f"object key {key!r} is not a text")
+            _check_unicode(key, path)
+            out[key] = _clean_json(item, f"{path}.{key}", depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_clean_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise ValidationError(path, f"{_kind(value)} is not a JSON value")
+
+
+_INPUT_FIELDS = frozenset(
+    "resource_type action actor details before after outcome occurred_at source idempotency_key".split()
+)
+
+
+def event_input(raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LIMITS) -> EventInput:
+    """Validate one event from a mapping (API/CLI) or an ``EventInput`` (Python callers)."""
+    if isinstance(raw, EventInput):
+        data: Mapping[str, Any] = {name: getattr(raw, name) for name in _INPUT_FIELDS}
+    elif isinstance(raw, Mapping):
+        data = raw
+        unknown = set(data) - _INPUT_FIELDS
+        if unknown:
+            raise ValidationError(sorted(unknown)[0], "unknown field")
+    else:
+        raise ValidationError("event", f"expected an object, got {_kind(raw)}")
+    outcome = data.get("outcome") or Outcome.SUCCESS
+    try:
+        outcome = Outcome(outcome)
+    except ValueError:
+        raise ValidationError("outcome", f"{str(outcome)[:40]!r} is not 'success' or 'failure'") from None
+    occurred = data.get("occurred_at")
+    source = data.get("source")
+    if source is not None:
+        if not isinstance(source, Mapping):
+            raise ValidationError("source", f"expected an object of texts, got {_kind(source)}")
+        source = {k: _check_text(v, f"source.{k}", MAX_ACTOR_FIELD, required=True) or "" for k, v in source.items()}
+    key = _check_text(data.get("idempotency_key"), "idempotency_key", 128, required=False)
+    return EventInput(
+        resource_type=check_name(data.get("resource_type"), "resource_type", KESTRA_RESOURCE_TYPES),
+        action=check_name(data.get("action"), "action", KESTRA_ACTIONS),
+        actor=check_actor(data.get("actor")),
+        details=check_details(data.get("details")),
+        before=check_state(data.get("before"), "before", limits),
+        after=check_state(data.get("after"), "after", limits),
+        outcome=outcome,
+        occurred_at=None if occurred is None else parse_utc(occurred, "occurred_at"),
+        source=source,
+        idempotency_key=key,
+    )

@@ -1,0 +1,123 @@
+"""The storage protocol and how a URL picks an implementation.
+
+A store keeps, per tenant, the leaf hashes of the ledger (never removed), the
+events' canonical bytes with the columns search filters on (removed only by
+purge), and the details as an indexed ``(key, value)`` table. Dialect SQL
+lives in the dialect's module; the ledger speaks only this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from auditledger.errors import ConfigError
+from auditledger.query import Query
+
+Order = Literal["desc", "asc"]
+
+
+@dataclass(slots=True)
+class Head:
+    """A tenant's ledger size and the date of its last entry (microseconds)."""
+
+    tenant: str
+    size: int
+    last_date: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One event as stored."""
+
+    id: str
+    tenant: str
+    seq: int
+    date: int  # microseconds since the epoch, UTC
+    resource_type: str
+    action: str
+    actor_type: str
+    actor_id: str
+    actor_name: str | None
+    outcome: str
+    idempotency_key: str | None
+    body: bytes
+    leaf_hash: bytes
+    details: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the last row's (date, tenant, seq)."""
+
+    date: int
+    tenant: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRow:
+    """One position of a tenant's ledger as verify reads it; ``row`` is None once purged or lost."""
+
+    seq: int
+    leaf_hash: bytes
+    purged: bool
+    row: Row | None
+
+
+class WriteTxn(Protocol):
+    """One write transaction; the store serialises them."""
+
+    def head(self, tenant: str) -> Head: ...
+
+    def find_idempotent(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Already stored keys of ``keys`` -> (event id, seq)."""
+        ...
+
+    def insert(self, rows: Sequence[Row]) -> None: ...
+
+    def set_head(self, head: Head) -> None: ...
+
+
+class Store(Protocol):
+    url: str
+
+    def write(self) -> AbstractContextManager[WriteTxn]:
+        """A write transaction: committed on normal exit, rolled back on error."""
+        ...
+
+    def get(self, tenant: str | None, id: str) -> Row | None: ...
+
+    def search(
+        self, tenant: str | None, query: Query, *, limit: int, after: Cursor | None = None, order: Order = "desc"
+    ) -> list[Row]: ...
+
+    def count(self, tenant: str | None, query: Query, *, cap: int) -> int:
+        """Matching rows, counting at most ``cap + 1`` so that callers can say "more than cap"."""
+        ...
+
+    def heads(self) -> list[Head]: ...
+
+    def scan(self, tenant: str, start: int = 0, end: int | None = None) -> Iterator[LeafRow]:
+        """Every position in ``[start, end)`` in order, purged ones included."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """``sqlite:///path``, ``sqlite:///:memory:``/``memory://``, ``postgresql://...``."""
+    if url.startswith("memory://") or url == "sqlite://" or url.startswith("sqlite:///"):
+        from auditledger.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from auditledger.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(f"PostgreSQL support is missing: pip install 'auditledger[postgres]' ({exc})") from None
+        store: Store = PostgresStore(url)
+        return store
+    raise ConfigError(f"unsupported store URL {url!r}: use sqlite:///path, memory:// or postgresql://...")

@@ -1,0 +1,459 @@
+"""The embedded store: SQLite in WAL mode, one writer, readers per thread.
+
+Writes are serialised by a lock around one connection and run inside
+``BEGIN IMMEDIATE`` so that a second process waits for the file lock instead
+of failing half-way. Readers use their own connection per thread and see the
+last committed state (WAL snapshot isolation).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from auditledger.errors import ConfigError, StoreError
+from auditledger.query import Field, Match, Query, Term
+from auditledger.store import Cursor, Head, LeafRow, Order, Row
+
+_COLUMNS = (
+    "e.id, e.tenant, e.seq, e.date, e.resource_type, e.action, e.actor_type, e.actor_id, "
+    "e.actor_name, e.outcome, e.idempotency_key, e.body"
+)
+_FIELD_COLUMNS = {
+    Field.RESOURCE: "e.resource_type",
+    Field.ACTION: "e.action",
+    Field.ACTOR: "e.actor_id",
+    Field.ACTOR_TYPE: "e.actor_type",
+    Field.OUTCOME: "e.outcome",
+    Field.ID: "e.id",
+}
+_MIGRATION_RE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+_MAX_CHAR = "\U0010ffff"
+
+
+def migrations(dialect: str) -> list[tuple[int, str, str]]:
+    """The dialect's migrations as (version, name, sql), in order."""
+    folder = resources.files("auditledger.store") / "migrations" / dialect
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_RE.fullmatch(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+class SQLiteStore:
+    """The default store, embedded in the process."""
+
+    def __init__(self, url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> None:
+        self.url = url
+        if url.startswith("memory://") or url in ("sqlite://", "sqlite:///:memory:"):
+            # One shared in-memory database per store, reachable by every thread's connection.
+            self._target = f"file:auditledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self._memory = True
+        else:
+            path = url.removeprefix("sqlite:///")
+            if not path:
+                raise ConfigError(f"store URL {url!r} has no file path")
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise ConfigError(f"store URL {url!r}: directory {parent} does not exist")
+            self._target = f"file:{Path(path).expanduser()}"
+            self._memory = False
+        self._synchronous = synchronous
+        self._busy_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._all: list[sqlite3.Connection] = [self._writer]
+        self._migrate()
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self._target, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+            if not self._memory:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StoreError(f"could not switch {self.url} to WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.url}: {exc}") from None
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._all:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._all.clear()
+
+    def _migrate(self) -> None:
+        conn = self._writer
+        with self._write_lock:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations("sqlite"):
+                if version in done:
+                    continue
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    # executescript would commit; run statement by statement inside our transaction.
+                    for statement in _split_sql(sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                        (version, name),
+                    )
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(f"migration {version:04d}_{name} failed on {self.url}: {exc}") from None
+
+    def schema_version(self) -> int:
+        row = self.reader().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # ------------------------------------------------------------ writing
+
+    @contextmanager
+    def write(self) -> Iterator[SQLiteWriteTxn]:
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot start a write on {self.url}: {exc}") from None
+            try:
+                yield SQLiteWriteTxn(conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed on {self.url}: {exc}") from None
+
+    @contextmanager
+    def raw_write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside ``BEGIN IMMEDIATE``, for dialect code such as purge."""
+        with self.write() as txn:
+            yield txn.conn
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, tenant: str | None, id: str) -> Row | None:
+        sql = f"SELECT {_COLUMNS} FROM events e WHERE e.id = ?"
+        params: list[Any] = [id]
+        if tenant is not None:
+            sql += " AND e.tenant = ?"
+            params.append(tenant)
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def get_by_seq(self, tenant: str, seq: int) -> Row | None:
+        rows = self._rows(f"SELECT {_COLUMNS} FROM events e WHERE e.tenant = ? AND e.seq = ?", [tenant, seq])
+        return rows[0] if rows else None
+
+    def search(
+        self, tenant: str | None, query: Query, *, limit: int, after: Cursor | None = None, order: Order = "desc"
+    ) -> list[Row]:
+        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+        direction = "DESC" if order == "desc" else "ASC"
+        cmp = "<" if order == "desc" else ">"
+        if after is not None:
+            if tenant is not None:
+                where += f" AND e.seq {cmp} ?"
+                params.append(after.seq)
+            else:
+                where += f" AND (e.date, e.tenant, e.seq) {cmp} (?, ?, ?)"
+                params += [after.date, after.tenant, after.seq]
+        order_by = f"e.seq {direction}" if tenant is not None else f"e.date {direction}, e.tenant {direction}, e.seq {direction}"
+        sql = f"SELECT {_COLUMNS} FROM events e WHERE {where} ORDER BY {order_by} LIMIT ?"
+        params.append(int(limit))
+        return self._rows(sql, params)
+
+    def count(self, tenant: str | None, query: Query, *, cap: int) -> int:
+        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {where} LIMIT ?)"
+        params.append(int(cap) + 1)
+        return int(self._query(sql, params)[0][0])
+
+    def _keys_for(self, tenant: str | None, query: Query) -> list[str]:
+        return detail_keys(self.reader(), tenant) if has_text(query) else []
+
+    def heads(self) -> list[Head]:
+        return [Head(t, s, d) for t, s, d in self._query("SELECT tenant, size, last_date FROM heads ORDER BY tenant", [])]
+
+    def scan(self, tenant: str, start: int = 0, end: int | None = None) -> Iterator[LeafRow]:
+        """Leaves joined with their events, read in chunks so memory stays flat."""
+        stop = end if end is not None else 1 << 62
+        chunk = 5000
+        pos = start
+        conn = self.reader()
+        while pos < stop:
+            hi = min(pos + chunk, stop)
+            leaves = conn.execute(
+                "SELECT seq, hash, purged FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq",
+                (tenant, pos, hi),
+            ).fetchall()
+            rows = {
+                r.seq: r
+                for r in self._rows(
+                    f"SELECT {_COLUMNS} FROM events e WHERE e.tenant = ? AND e.seq >= ? AND e.seq < ?",
+                    [tenant, pos, hi],
+                    with_details=True,
+                )
+            }
+            # Rows whose seq has no leaf (forged inserts) come out as leaves-less positions.
+            seen = {seq for seq, _, _ in leaves}
+            merged = [LeafRow(seq, bytes(h), bool(p), rows.get(seq)) for seq, h, p in leaves]
+            merged += [LeafRow(seq, b"", False, row) for seq, row in rows.items() if seq not in seen]
+            merged.sort(key=lambda lr: lr.seq)
+            yield from merged
+            if not leaves and not rows:
+                more = conn.execute(
+                    "SELECT min(seq) FROM (SELECT seq FROM leaves WHERE tenant = ? AND seq >= ? "
+                    "UNION ALL SELECT seq FROM events WHERE tenant = ? AND seq >= ?)",
+                    (tenant, hi, tenant, hi),
+                ).fetchone()[0]
+                if more is None:
+                    return
+                hi = int(more)
+            pos = hi
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self.reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed on {self.url}: {exc}") from None
+
+    def _rows(self, sql: str, params: Sequence[Any], *, with_details: bool = False) -> list[Row]:
+        raw = self._query(sql, params)
+        details: dict[tuple[str, int], dict[str, str]] = {}
+        if with_details and raw:
+            tenant = raw[0][1]
+            seqs = [r[2] for r in raw]
+            for key, value, seq in self._query(
+                "SELECT key, value, seq FROM details WHERE tenant = ? AND seq >= ? AND seq <= ?",
+                [tenant, min(seqs), max(seqs)],
+            ):
+                details.setdefault((tenant, seq), {})[key] = value
+        return [
+            Row(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bytes(r[11]), b"",
+                details.get((r[1], r[2]), {}),
+            )
+            for r in raw
+        ]
+
+
+class SQLiteWriteTxn:
+    """The operations of one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def head(self, tenant: str) -> Head:
+        row = self.conn.execute("SELECT size, last_date FROM heads WHERE tenant = ?", (tenant,)).fetchone()
+        return Head(tenant, 0, 0) if row is None else Head(tenant, row[0], row[1])
+
+    def find_idempotent(self, tenant: str, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        found: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(keys), 500):
+            part = list(keys[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for key, id, seq in self.conn.execute(
+                f"SELECT idempotency_key, id, seq FROM events WHERE tenant = ? AND idempotency_key IN ({marks})",
+                [tenant, *part],
+            ):
+                found[key] = (id, seq)
+        return found
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        try:
+            self.conn.executemany(
+                "INSERT INTO leaves (tenant, seq, hash) VALUES (?, ?, ?)",
+                [(r.tenant, r.seq, r.leaf_hash) for r in rows],
+            )
+            self.conn.executemany(
+                "INSERT INTO events (id, tenant, seq, date, resource_type, action, actor_type, actor_id, "
+                "actor_name, outcome, idempotency_key, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (r.id, r.tenant, r.seq, r.date, r.resource_type, r.action, r.actor_type, r.actor_id,
+                     r.actor_name, r.outcome, r.idempotency_key, r.body)
+                    for r in rows
+                ],
+            )
+            self.conn.executemany(
+                "INSERT INTO details (tenant, key, value, seq) VALUES (?, ?, ?, ?)",
+                [(r.tenant, k, v, r.seq) for r in rows for k, v in r.details.items()],
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"insert failed: {exc}") from None
+
+    def set_head(self, head: Head) -> None:
+        self.conn.execute(
+            "INSERT INTO heads (tenant, size, last_date) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, last_date = excluded.last_date",
+            (head.tenant, head.size, head.last_date),
+        )
+
+
+# ---------------------------------------------------------------- query -> SQL
+
+
+_DETAIL_KEYS = """
+WITH RECURSIVE k(key) AS (
+    SELECT min(key) FROM details WHERE tenant = ?1
+    UNION ALL
+    SELECT (SELECT min(key) FROM details WHERE tenant = ?1 AND key > k.key) FROM k WHERE k.key IS NOT NULL
+) SELECT key FROM k WHERE key IS NOT NULL"""
+
+
+def detail_keys(conn: sqlite3.Connection, tenant: str | None) -> list[str]:
+    """The distinct details keys in use, found by skipping along the primary key."""
+    tenants = [tenant] if tenant is not None else [t for (t,) in conn.execute("SELECT tenant FROM heads")]
+    keys: set[str] = set()
+    for name in tenants:
+        keys.update(k for (k,) in conn.execute(_DETAIL_KEYS, (name,)))
+    return sorted(keys)
+
+
+def where_clause(tenant: str | None, query: Query, keys: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """The WHERE text and parameters of ``query`` over ``events e`` (values always bound).
+
+    ``keys`` are the details keys in use, needed when the query has free words.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        parts.append("e.tenant = ?")
+        params.append(tenant)
+    _conjunction(tenant, query, parts, params, keys)
+    return (" AND ".join(parts) or "1"), params
+
+
+def has_text(query: Query) -> bool:
+    return any(t.field is Field.TEXT for t in query.terms) or any(has_text(q) for q in query.any_of)
+
+
+def _conjunction(tenant: str | None, query: Query, parts: list[str], params: list[Any], keys: Sequence[str]) -> None:
+    if query.after is not None:
+        from auditledger.model import to_micros
+
+        parts.append("e.date >= ?")
+        params.append(to_micros(query.after))
+    if query.before is not None:
+        from auditledger.model import to_micros
+
+        parts.append("e.date < ?")
+        params.append(to_micros(query.before))
+    for term in query.terms:
+        sql, term_params = _term(tenant, term, keys)
+        parts.append(f"NOT ({sql})" if term.negate else sql)
+        params += term_params
+    if query.any_of:
+        alternatives = []
+        for sub in query.any_of:
+            sub_parts: list[str] = []
+            _conjunction(tenant, sub, sub_parts, params, keys)
+            alternatives.append("(" + (" AND ".join(sub_parts) or "1") + ")")
+        parts.append("(" + " OR ".join(alternatives) + ")")
+
+
+def _match(column: str, term: Term) -> tuple[str, list[Any]]:
+    """``column`` compared with any of the term's values."""
+    values = list(term.values)
+    if term.match is Match.EXACT:
+        if len(values) == 1:
+            return f"{column} = ?", values
+        return f"{column} IN ({','.join('?' * len(values))})", values
+    alternatives: list[str] = []
+    params: list[Any] = []
+    for value in values:
+        if term.match is Match.PREFIX:
+            alternatives.append(f"({column} >= ? AND {column} < ?)")
+            params += [value, value + _MAX_CHAR]
+        elif term.match is Match.NAMESPACE:
+            alternatives.append(f"({column} = ? OR ({column} >= ? AND {column} < ?))")
+            params += [value, value + ".", value + "." + _MAX_CHAR]
+        elif term.match is Match.CONTAINS:
+            alternatives.append(f"instr({column}, ?) > 0")
+            params.append(value)
+        else:  # SUFFIX
+            alternatives.append(f"substr({column}, -?) = ?")
+            params += [len(value), value]
+    return "(" + " OR ".join(alternatives) + ")", params
+
+
+def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """Rows having a details entry that satisfies ``cond`` (uncorrelated, so it runs once)."""
+    if tenant is not None:
+        return f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = ? AND {cond})", [tenant, *params]
+    return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
+
+
+def _term(tenant: str | None, term: Term, keys: Sequence[str]) -> tuple[str, list[Any]]:
+    if term.field is Field.DETAIL:
+        cond, params = _match("d.value", term)
+        return _details_in(tenant, f"d.key = ? AND {cond}", [term.key, *params])
+    if term.field is Field.TEXT:
+        # A free word matches a details value it starts, or the actor's id or name. Naming each
+        # key in use lets every alternative run as a range of the (tenant, key, value) index.
+        words = Term(Field.TEXT, term.values, match=Match.PREFIX if term.match is Match.EXACT else term.match)
+        cond, params = _match("d.value", words)
+        if keys:
+            cond = f"d.key IN ({','.join('?' * len(keys))}) AND {cond}"
+            params = [*keys, *params]
+        in_details, details_params = _details_in(tenant, cond, params)
+        actor_cond, actor_params = _match("e.actor_id", term)
+        name_cond, name_params = _match("e.actor_name", term)
+        return (
+            f"({in_details} OR {actor_cond} OR {name_cond})",
+            [*details_params, *actor_params, *name_params],
+        )
+    return _match(_FIELD_COLUMNS[term.field], term)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration; triggers keep their inner semicolons."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        if sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements
