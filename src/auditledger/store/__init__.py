@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from auditledger.errors import ConfigError
 from auditledger.query import Query
@@ -80,6 +80,14 @@ class WriteTxn(Protocol):
 
     def set_head(self, head: Head) -> None: ...
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Portable SQL with ``?`` placeholders inside this transaction; returns the row count."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Portable SQL with ``?`` placeholders, read inside this transaction."""
+        ...
+
 
 class Store(Protocol):
     url: str
@@ -102,6 +110,10 @@ class Store(Protocol):
 
     def scan(self, tenant: str, start: int = 0, end: int | None = None) -> Iterator[LeafRow]:
         """Every position in ``[start, end)`` in order, purged ones included."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Portable SQL with ``?`` placeholders (features' own tables: tokens, jobs, offsets ...)."""
         ...
 
     def close(self) -> None: ...

@@ -248,6 +248,9 @@ class SQLiteStore:
                 hi = int(more)
             pos = hi
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._query(sql, params)
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
             return self.reader().execute(sql, params).fetchall()
@@ -317,6 +320,18 @@ class SQLiteWriteTxn:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"insert failed: {exc}") from None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self.conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"write failed: {exc}") from None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from None
 
     def set_head(self, head: Head) -> None:
         self.conn.execute(
