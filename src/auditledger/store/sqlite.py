@@ -392,7 +392,8 @@ def _conjunction(tenant: str | None, query: Query, parts: list[str], params: lis
         params.append(to_micros(query.before))
     for term in query.terms:
         sql, term_params = _term(tenant, term, keys)
-        parts.append(f"NOT ({sql})" if term.negate else sql)
+        # NOT of a NULL comparison is NULL, which would drop the row: negate a definite truth value.
+        parts.append(f"NOT coalesce(({sql}), 0)" if term.negate else sql)
         params += term_params
     if query.any_of:
         alternatives = []
