@@ -1,0 +1,100 @@
+"""Every setting of auditledger, declared once with its default and help.
+
+Values come from the environment with the ``AUDITLEDGER_`` prefix (for
+example ``AUDITLEDGER_PORT=9000``) or from a ``.env`` file, then from command
+line options that override them. ``docs/settings.md`` is generated from this
+class (``python -m auditledger.settings``) and a test fails when it is stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from auditledger.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """auditledger's configuration; add a field here and regenerate docs/settings.md."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDITLEDGER_", env_file=".env", extra="ignore", frozen=True)
+
+    db: str = Field(
+        "sqlite:///auditledger.db",
+        description="Store URL: `sqlite:///path.db`, `memory://` or `postgresql://user@host/db`.",
+    )
+    host: str = Field("127.0.0.1", description="Address `auditledger serve` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port `auditledger serve` listens on.")
+    insecure_dev: bool = Field(
+        False,
+        description="Serve without authentication (every request is an admin of every tenant). "
+        "For local development only.",
+    )
+    max_body_bytes: int = Field(
+        8 << 20, ge=1024, description="Largest accepted request body in bytes; larger ones get 413."
+    )
+    max_batch: int = Field(5000, ge=1, description="Most events accepted in one ingest request.")
+    max_state_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest `before`/`after` of one event, in bytes once encoded as JSON."
+    )
+    group_commit_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long the writer collects requests before one commit (milliseconds)."
+    )
+    group_commit_max_events: int = Field(
+        10_000, ge=1, description="Most events the writer places in one commit."
+    )
+    writer_queue_events: int = Field(
+        100_000,
+        ge=1,
+        description="Events waiting for the writer before ingest answers 503 with Retry-After.",
+    )
+    retry_after_seconds: int = Field(1, ge=1, description="`Retry-After` sent with 429/503 answers.")
+    page_size_max: int = Field(1000, ge=1, le=1000, description="Largest page a search returns.")
+    count_cap: int = Field(
+        10_000, ge=1, description="Search totals are exact up to this many; above it the answer says `more`."
+    )
+    export_max_events: int = Field(
+        10_000_000, ge=1, description="Most events one export streams (protects the server from runaway exports)."
+    )
+    trust_forwarded_for: bool = Field(
+        False,
+        description="Take the source IP from `X-Forwarded-For` (only behind a proxy you trust).",
+    )
+    log_level: str = Field("info", description="uvicorn log level: critical, error, warning, info, debug.")
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment with ``overrides`` (None values ignored); ConfigError when invalid."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"setting {name} (AUDITLEDGER_{name.upper()}): {first['msg']}") from None
+
+
+def markdown() -> str:
+    """The settings reference, as written to docs/settings.md."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting can be given as an environment variable (prefix `AUDITLEDGER_`) or in a `.env`",
+        "file; command line options of `auditledger serve` override them. This page is generated from",
+        "`auditledger.settings.Settings` by `python -m auditledger.settings > docs/settings.md`.",
+        "",
+        "| setting | environment variable | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = f"`{str(default).lower()}`" if isinstance(default, bool) else f"`{default}`"
+        lines.append(f"| `{name}` | `AUDITLEDGER_{name.upper()}` | {shown} | {info.description or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
