@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from auditledger import canonical
+from auditledger import canonical, tree
 from auditledger.errors import ValidationError, VerificationError
 from auditledger.model import (
     DEFAULT_LIMITS,
@@ -213,6 +213,7 @@ class AuditLog:
                     known[(tenant, draft.idempotency_key)] = (id, seq)
                 receipts[i] = Receipt(id, tenant, seq, when)
             txn.insert(rows)
+            tree.extend_rows(txn, rows)  # the Merkle tree moves in the same transaction
             for head in heads.values():
                 txn.set_head(head)
         done = [r for r in receipts if r is not None]

@@ -1,0 +1,451 @@
+"""The ledger's Merkle tree as stored: appends in O(log n), proofs in O(log n) reads.
+
+Per tenant the store keeps (migration 0002)
+
+- ``tree_heads``: the tree size and its frontier, the right-edge perfect subtree
+  hashes (RFC 9162 compact range). That is all an append or the current root needs.
+- ``tree_nodes``: the perfect subtree hashes at the levels that are multiples of
+  ``TILE_HEIGHT`` (8, 16, 24 ...), the tile roots of the transparency-log tile
+  layout (https://c2sp.org/tlog-tiles): about one row per 256 leaves.
+- ``leaves`` (the ledger's own table, kept through purges) is level 0.
+
+A perfect subtree of level ``k`` is then the root of at most ``2 ** (k % 8)``
+stored hashes of level ``8 * (k // 8)``, read with one range query; a proof asks
+for at most one subtree per level, so it costs O(log n) reads of at most 256 rows.
+
+Everything goes through the stores' portable ``execute``/``query`` (``?``
+placeholders), so the same code runs on SQLite and PostgreSQL. Checkpoints —
+signed notes over (size, root) — are kept in ``checkpoints`` and may be copied
+to a witness directory or shipped as they are made.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auditledger import checkpoint as ck
+from auditledger import merkle
+from auditledger.errors import ConfigError, StoreError, ValidationError, VerificationError
+from auditledger.store import Row, Store, WriteTxn
+
+if TYPE_CHECKING:
+    from auditledger.ledger import AuditLog
+
+TILE_HEIGHT = 8
+DEFAULT_LOG_NAME = "auditledger"
+_CATCH_UP_CHUNK = 50_000
+
+QueryFn = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
+# --- appending (inside the ledger's write transaction) ---------------------------
+
+
+def _read_head(query: QueryFn, tenant: str) -> tuple[int, list[bytes]]:
+    rows = query("SELECT size, frontier FROM tree_heads WHERE tenant = ?", [tenant])
+    if not rows:
+        return 0, []
+    size, blob = int(rows[0][0]), bytes(rows[0][1])
+    frontier = [blob[i : i + merkle.HASH_SIZE] for i in range(0, len(blob), merkle.HASH_SIZE)]
+    if len(frontier) != size.bit_count():
+        raise StoreError(f"tenant {tenant!r}: stored tree frontier does not fit tree size {size}")
+    return size, frontier
+
+
+def _store_nodes(txn: WriteTxn, tenant: str, nodes: Iterable[merkle.Node]) -> None:
+    for node in nodes:
+        if node.level % TILE_HEIGHT == 0:
+            txn.execute(
+                "INSERT INTO tree_nodes (tenant, level, idx, hash) VALUES (?, ?, ?, ?)",
+                [tenant, node.level, node.index, node.hash],
+            )
+
+
+def extend(txn: WriteTxn, tenant: str, old_size: int, leaf_hashes: Sequence[bytes]) -> int:
+    """Append ``leaf_hashes`` (positions ``old_size`` ...) to the tenant's stored tree.
+
+    A tree that lags behind the ledger (a database from before the tree existed)
+    is first caught up from the ``leaves`` table. Returns the new size.
+    """
+    size, frontier = _read_head(txn.query, tenant)
+    if size > old_size:
+        raise StoreError(f"tenant {tenant!r}: the stored tree has {size} leaves but the ledger only {old_size}")
+    while size < old_size:
+        hi = min(old_size, size + _CATCH_UP_CHUNK)
+        missing = [
+            bytes(h)
+            for (h,) in txn.query(
+                "SELECT hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq", [tenant, size, hi]
+            )
+        ]
+        if len(missing) != hi - size:
+            raise StoreError(f"tenant {tenant!r}: ledger positions missing in [{size}, {hi})")
+        frontier, nodes = merkle.append_leaves(size, frontier, missing)
+        _store_nodes(txn, tenant, nodes)
+        size = hi
+    frontier, nodes = merkle.append_leaves(size, frontier, leaf_hashes)
+    _store_nodes(txn, tenant, nodes)
+    size += len(leaf_hashes)
+    txn.execute(
+        "INSERT INTO tree_heads (tenant, size, frontier) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
+        [tenant, size, b"".join(frontier)],
+    )
+    return size
+
+
+def extend_rows(txn: WriteTxn, rows: Sequence[Row]) -> None:
+    """``extend`` once per tenant for rows just inserted (each tenant's rows in ``seq`` order)."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.tenant, []).append(row)
+    for tenant, group in groups.items():
+        extend(txn, tenant, group[0].seq, [r.leaf_hash for r in group])
+
+
+def catch_up(store: Store, tenant: str) -> int:
+    """Bring the tenant's tree up to the ledger's size (a no-op when current); returns the size."""
+    size, _ = _read_head(store.query, tenant)
+    heads = {h.tenant: h.size for h in store.heads()}
+    if size == heads.get(tenant, 0):
+        return size
+    with store.write() as txn:
+        return extend(txn, tenant, txn.head(tenant).size, [])
+
+
+# --- reading and proving ---------------------------------------------------------
+
+
+class Tree:
+    """One tenant's stored tree, read through ``query`` (a store's or a transaction's)."""
+
+    def __init__(self, query: QueryFn, tenant: str) -> None:
+        self._query = query
+        self.tenant = tenant
+        self.size, self.frontier = _read_head(query, tenant)
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    @classmethod
+    def current(cls, store: Store, tenant: str) -> Tree:
+        """The tenant's tree, caught up with its ledger first."""
+        catch_up(store, tenant)
+        return cls(store.query, tenant)
+
+    def root(self) -> bytes:
+        return merkle.root_from_frontier(self.frontier)
+
+    def _hashes(self, level: int, lo: int, hi: int) -> list[bytes]:
+        if level == 0:
+            sql = "SELECT hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq"
+            params: list[Any] = [self.tenant, lo, hi]
+        else:
+            sql = "SELECT hash FROM tree_nodes WHERE tenant = ? AND level = ? AND idx >= ? AND idx < ? ORDER BY idx"
+            params = [self.tenant, level, lo, hi]
+        found = [bytes(h) for (h,) in self._query(sql, params)]
+        if len(found) != hi - lo:
+            raise StoreError(f"tenant {self.tenant!r}: tree storage lacks hashes of level {level} in [{lo}, {hi})")
+        return found
+
+    def perfect(self, level: int, index: int) -> bytes:
+        """The hash of the perfect subtree over leaves ``[index * 2**level, (index + 1) * 2**level)``."""
+        key = (level, index)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        base = level - level % TILE_HEIGHT
+        lo = index << (level - base)
+        hashes = self._hashes(base, lo, lo + (1 << (level - base)))
+        h = hashes[0] if len(hashes) == 1 else merkle.root(hashes)
+        self._cache[key] = h
+        return h
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """``merkle.SubtreeHash``: a perfect range, or a right-edge one composed of perfect pieces."""
+        pieces = merkle.range_decomposition(start, end)
+        if len(pieces) == 1:
+            return self.perfect(*pieces[0])
+        return merkle.root_from_frontier([self.perfect(level, index) for level, index in pieces])
+
+    def _check_size(self, size: int, field: str) -> None:
+        if not 0 <= size <= self.size:
+            raise ValidationError(field, f"must be between 0 and the tree size {self.size}, got {size}")
+
+    def root_at(self, size: int) -> bytes:
+        """The root of the tree's first ``size`` leaves."""
+        self._check_size(size, "size")
+        if size == self.size:
+            return self.root()
+        return merkle.EMPTY_ROOT if size == 0 else self.subtree(0, size)
+
+    def leaf(self, index: int) -> bytes:
+        self._check_size(index + 1, "index")
+        return self._hashes(0, index, index + 1)[0]
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        """Inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+        self._check_size(size, "checkpoint_size")
+        if not 0 <= index < size:
+            raise ValidationError("checkpoint_size", f"position {index} is not inside a tree of {size} leaves")
+        return merkle.inclusion_proof(index, size, self.subtree)
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """Consistency proof from the tree of ``old_size`` leaves to that of ``new_size``."""
+        self._check_size(new_size, "to")
+        if not 0 <= old_size <= new_size:
+            raise ValidationError("from", f"must be between 0 and {new_size}, got {old_size}")
+        return merkle.consistency_proof(old_size, new_size, self.subtree)
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The log's signing key and its key name; a tenant's origin is ``name/tenant``."""
+
+    key: Ed25519PrivateKey
+    name: str = DEFAULT_LOG_NAME
+
+    def origin(self, tenant: str) -> str:
+        return f"{self.name}/{tenant}"
+
+    @property
+    def vkey(self) -> str:
+        return ck.vkey(self.name, self.key.public_key())
+
+    def sign(self, tenant: str, size: int, root: bytes) -> str:
+        return ck.sign_checkpoint(ck.Checkpoint(self.origin(tenant), size, root), self.key, self.name)
+
+
+def load_signer(key_file: str | Path | None = None, name: str = DEFAULT_LOG_NAME) -> Signer:
+    """The signing key from ``key_file``, else from ``AUDITLEDGER_SIGNING_KEY``."""
+    if key_file:
+        return Signer(ck.load_private_key(key_file), name)
+    if os.environ.get(ck.SIGNING_KEY_ENV):
+        return Signer(ck.load_private_key_from_env(), name)
+    raise ConfigError(
+        "no signing key: set AUDITLEDGER_SIGNING_KEY_FILE (create one with `auditledger keys create --out PATH`) "
+        f"or {ck.SIGNING_KEY_ENV}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint as kept in the store: the signed note and what it commits to."""
+
+    tenant: str
+    size: int
+    root: bytes
+    note: str
+    created_at: int  # microseconds since the epoch
+
+
+_CP_COLUMNS = "tenant, size, root, note, created_at"
+
+
+def _checkpoint(row: tuple[Any, ...]) -> StoredCheckpoint:
+    return StoredCheckpoint(str(row[0]), int(row[1]), bytes(row[2]), str(row[3]), int(row[4]))
+
+
+def latest_checkpoint(store: Store, tenant: str) -> StoredCheckpoint | None:
+    rows = store.query(f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE tenant = ? ORDER BY size DESC LIMIT 1", [tenant])
+    return _checkpoint(rows[0]) if rows else None
+
+
+def get_checkpoint(store: Store, tenant: str, size: int) -> StoredCheckpoint | None:
+    rows = store.query(f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE tenant = ? AND size = ?", [tenant, size])
+    return _checkpoint(rows[0]) if rows else None
+
+
+Witness = Callable[[StoredCheckpoint], None]
+
+
+def make_checkpoint(store: Store, tenant: str, signer: Signer, *, witness: Witness | None = None) -> StoredCheckpoint:
+    """Sign the tenant's current tree head, store it, then hand it to ``witness``.
+
+    When the latest checkpoint already has the current size it is returned as
+    it is: a new one is only made when new events exist.
+    """
+    with store.write() as txn:
+        size = extend(txn, tenant, txn.head(tenant).size, [])
+        rows = txn.query(f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE tenant = ? AND size = ?", [tenant, size])
+        if rows:
+            return _checkpoint(rows[0])
+        _, frontier = _read_head(txn.query, tenant)
+        root = merkle.root_from_frontier(frontier)
+        made = StoredCheckpoint(tenant, size, root, signer.sign(tenant, size, root), time.time_ns() // 1000)
+        txn.execute(
+            f"INSERT INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            [tenant, size, root, made.note, made.created_at],
+        )
+    if witness is not None:
+        witness(made)  # after the commit: a witness never sees a checkpoint that was rolled back
+    return made
+
+
+def checkpoint_due(store: Store, signer: Signer, *, witness: Witness | None = None) -> list[StoredCheckpoint]:
+    """A new checkpoint for every tenant with events since its latest one (the server's periodic task)."""
+    made = []
+    for head in store.heads():
+        latest = latest_checkpoint(store, head.tenant)
+        if head.size > 0 and (latest is None or latest.size < head.size):
+            made.append(make_checkpoint(store, head.tenant, signer, witness=witness))
+    return made
+
+
+# --- witnessing --------------------------------------------------------------------
+
+
+def directory_witness(directory: str | Path) -> Witness:
+    """Write each checkpoint to ``directory/TENANT/SIZE.checkpoint`` and ``directory/TENANT/latest.checkpoint``."""
+    root = Path(directory).expanduser()
+
+    def write(cp: StoredCheckpoint) -> None:
+        folder = root / cp.tenant
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in (f"{cp.size:016d}.checkpoint", "latest.checkpoint"):
+                # Write then rename: a reader never sees half a checkpoint.
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(cp.note)
+                os.replace(tmp, folder / name)
+        except OSError as exc:
+            raise ConfigError(f"cannot write checkpoint to witness directory {root}: {exc}") from exc
+
+    return write
+
+
+def shipping_witness() -> Witness | None:
+    """``auditledger.ship.ship_checkpoint`` when the shipper provides it (imported lazily)."""
+    try:
+        from auditledger import ship  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    shipper = getattr(ship, "ship_checkpoint", None)
+    if shipper is None:
+        return None
+
+    def send(cp: StoredCheckpoint) -> None:
+        shipper(tenant=cp.tenant, size=cp.size, note=cp.note)
+
+    return send
+
+
+def witnesses(*found: Witness | None) -> Witness | None:
+    """One witness calling each of ``found`` that is not None."""
+    active = [w for w in found if w is not None]
+    if not active:
+        return None
+
+    def all_of(cp: StoredCheckpoint) -> None:
+        for w in active:
+            w(cp)
+
+    return all_of
+
+
+# --- proving that the ledger extends a checkpoint -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgainstReport:
+    """The ledger of ``tenant`` (now ``size`` leaves, root ``root``) extends the checkpoint."""
+
+    tenant: str
+    checkpoint_size: int
+    size: int
+    root: bytes
+    consistency_proof: list[bytes]
+
+
+def verify_against(
+    log: AuditLog, checkpoint_text: str | bytes, vkeys: Sequence[str], *, tenant: str | None = None
+) -> AgainstReport:
+    """Prove that the stored ledger extends a checkpoint saved earlier; raise at the first problem.
+
+    The tree is recomputed from the leaf hashes (the stored tree nodes are not
+    trusted), so a truncated tail, a rewritten entry (even with a matching
+    leaf hash) or a reordering is found. Combine with ``AuditLog.verify``,
+    which checks that each event's bytes match its leaf hash.
+    """
+    cp = ck.verify_checkpoint(checkpoint_text, vkeys)
+    if tenant is None:
+        tenant = cp.origin.rsplit("/", 1)[-1]
+    store = log.store
+    stored = {h.tenant: h.size for h in store.heads()}.get(tenant, 0)
+    frontier: list[bytes] = []
+    size = 0
+    old_root: bytes | None = merkle.EMPTY_ROOT if cp.size == 0 else None
+    while size < stored:
+        hi = min(stored, size + _CATCH_UP_CHUNK)
+        rows = store.query(
+            "SELECT seq, hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq", [tenant, size, hi]
+        )
+        hashes: list[bytes] = []
+        for seq, h in rows:
+            if seq != size + len(hashes):
+                break
+            hashes.append(bytes(h))
+        if len(hashes) < hi - size:
+            missing = size + len(hashes)
+            raise VerificationError(f"tenant {tenant!r}: ledger position {missing} is missing", missing)
+        cut = cp.size - size
+        for part in (hashes[:cut], hashes[cut:]) if 0 < cut < len(hashes) else (hashes,):
+            if size == cp.size:
+                old_root = merkle.root_from_frontier(frontier)
+            frontier, nodes = merkle.append_leaves(size, frontier, part)
+            _compare_tiles(store, tenant, nodes)
+            size += len(part)
+    if size == cp.size:
+        old_root = merkle.root_from_frontier(frontier)
+    if old_root is None:
+        raise VerificationError(
+            f"tenant {tenant!r}: the ledger has {size} entries but the checkpoint commits to {cp.size}: "
+            f"truncated at position {size}",
+            size,
+        )
+    if old_root != cp.root:
+        raise VerificationError(
+            f"tenant {tenant!r}: the first {cp.size} entries no longer hash to the checkpoint's root "
+            "(rewritten or reordered somewhere before it; no stored subtree pinpoints it)",
+            0,
+        )
+    new_root = merkle.root_from_frontier(frontier)
+    # The stored tree is what proofs are served from: it must agree with the recomputation.
+    tree = Tree.current(store, tenant)
+    if tree.size < size or tree.root_at(size) != new_root:
+        raise VerificationError(f"tenant {tenant!r}: the stored Merkle tree disagrees with the ledger's leaves", size)
+    proof = tree.consistency(cp.size, size)
+    merkle.verify_consistency(cp.size, size, cp.root, new_root, proof)
+    return AgainstReport(tenant, cp.size, size, new_root, proof)
+
+
+def _compare_tiles(store: Store, tenant: str, nodes: Sequence[merkle.Node]) -> None:
+    """Name the first rewritten tile: a recomputed tile root that differs from the one stored at append time."""
+    tiles = [n for n in nodes if n.level == TILE_HEIGHT]
+    if not tiles:
+        return
+    stored = {
+        int(idx): bytes(h)
+        for idx, h in store.query(
+            "SELECT idx, hash FROM tree_nodes WHERE tenant = ? AND level = ? AND idx >= ? AND idx <= ?",
+            [tenant, TILE_HEIGHT, tiles[0].index, tiles[-1].index],
+        )
+    }
+    for node in tiles:
+        if stored.get(node.index, node.hash) != node.hash:
+            first = node.index << node.level
+            raise VerificationError(
+                f"tenant {tenant!r}: the entries in positions [{first}, {first + (1 << node.level)}) were rewritten "
+                "after they were appended (their tree hash differs from the one stored then)",
+                first,
+            )
