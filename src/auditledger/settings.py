@@ -64,6 +64,22 @@ class Settings(BaseSettings):
         description="Take the source IP from `X-Forwarded-For` (only behind a proxy you trust).",
     )
     log_level: str = Field("info", description="uvicorn log level: critical, error, warning, info, debug.")
+    signing_key_file: str | None = Field(
+        None,
+        description="Ed25519 private key file (PEM, mode 0600, from `auditledger keys create`) that signs "
+        "checkpoints; without it `AUDITLEDGER_SIGNING_KEY` may hold the key itself.",
+    )
+    log_name: str = Field(
+        "auditledger",
+        description="The log's name: the signing key's name in signatures and vkeys; checkpoint origins are "
+        "`LOG_NAME/TENANT`.",
+    )
+    checkpoint_interval: float = Field(
+        10.0, ge=0, description="Seconds between the server's checkpoints of tenants with new events; 0 turns them off."
+    )
+    witness_dir: str | None = Field(
+        None, description="Directory each new checkpoint is also written to, as `TENANT/SIZE.checkpoint`."
+    )
 
 
 def load(**overrides: Any) -> Settings:
