@@ -44,8 +44,22 @@ def baseline(path: Path, events: list[dict[str, object]], batch: int) -> float:
         actor = e["actor"]
         assert isinstance(actor, dict)
         leaves.append(("main", seq, fake_hash))
-        rows.append((f"id-{seq}", "main", seq, seq, e["resource_type"], e["action"], actor["type"], actor["id"],
-                     actor.get("name"), e.get("outcome", "success"), None, orjson.dumps(e)))
+        rows.append(
+            (
+                f"id-{seq}",
+                "main",
+                seq,
+                seq,
+                e["resource_type"],
+                e["action"],
+                actor["type"],
+                actor["id"],
+                actor.get("name"),
+                e.get("outcome", "success"),
+                None,
+                orjson.dumps(e),
+            )
+        )
         d = e.get("details") or {}
         assert isinstance(d, dict)
         details.append([("main", k, v, seq) for k, v in d.items()])

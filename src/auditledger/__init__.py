@@ -1,8 +1,8 @@
 """auditledger: verifiable audit logs for platforms.
 
-    from auditledger import AuditLog, Actor
-    log = AuditLog.open("sqlite:///audit.db")
-    log.record("FLOW", "UPDATE", Actor.user("anna@acme.io"), details={"namespace": "company.team"})
+from auditledger import AuditLog, Actor
+log = AuditLog.open("sqlite:///audit.db")
+log.record("FLOW", "UPDATE", Actor.user("anna@acme.io"), details={"namespace": "company.team"})
 """
 
 from auditledger.errors import (

@@ -24,9 +24,7 @@ FORMAT_VERSION = 1
 _LEAF_PREFIX = b"\x00"
 
 
-def encode(
-    draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime
-) -> bytes:
+def encode(draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime) -> bytes:
     """Canonical bytes of ``draft`` once the ledger has placed it."""
     obj: dict[str, Any] = {
         "v": FORMAT_VERSION,

@@ -167,9 +167,7 @@ class AuditLog:
         except ValidationError as exc:
             raise ValidationError(f"events[{i}].{exc.field}", exc.message) from None
 
-    def append(
-        self, items: Sequence[tuple[str, EventInput]], *, dates: Sequence[int] | None = None
-    ) -> list[Receipt]:
+    def append(self, items: Sequence[tuple[str, EventInput]], *, dates: Sequence[int] | None = None) -> list[Receipt]:
         """Place already validated events, of any tenants, in one transaction."""
         if not items:
             return []
@@ -202,9 +200,20 @@ class AuditLog:
                 body = canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=when)
                 rows.append(
                     Row(
-                        id, tenant, seq, date, draft.resource_type, draft.action, str(draft.actor.type),
-                        draft.actor.id, draft.actor.name, str(draft.outcome), draft.idempotency_key, body,
-                        canonical.leaf_hash(body), draft.details,
+                        id,
+                        tenant,
+                        seq,
+                        date,
+                        draft.resource_type,
+                        draft.action,
+                        str(draft.actor.type),
+                        draft.actor.id,
+                        draft.actor.name,
+                        str(draft.outcome),
+                        draft.idempotency_key,
+                        body,
+                        canonical.leaf_hash(body),
+                        draft.details,
                     )
                 )
                 head.size = seq + 1

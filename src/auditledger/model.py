@@ -22,15 +22,68 @@ import orjson
 from auditledger.errors import ValidationError
 
 KESTRA_RESOURCE_TYPES: frozenset[str] = frozenset(
-    """FLOW EXECUTION NAMESPACE NAMESPACE_FILE TRIGGER TEMPLATE KV_STORE KVSTORE SECRET USER
-    CREDENTIAL GROUP ROLE BINDING INVITATION TENANT TENANT_ACCESS SETTING SYSTEM_SETTINGS
-    TENANT_SETTINGS SECURITY_INTEGRATION WORKER_GROUP WORKER_QUEUE APP APP_EXECUTION ASSET
-    BLUEPRINT DASHBOARD TESTSUITE TESTSUITE_RUN VERSIONED_PLUGIN KILL_SWITCH INSTANCE AUDITLOG
-    SERVICE_ACCOUNT REUSABLE_INPUTS COPILOT MCP_SERVER SUPPORT POLICY CASE PROMOTION_TARGET
-    CASE_TEMPLATE BANNER UNKNOWN""".split()
+    [
+        "FLOW",
+        "EXECUTION",
+        "NAMESPACE",
+        "NAMESPACE_FILE",
+        "TRIGGER",
+        "TEMPLATE",
+        "KV_STORE",
+        "KVSTORE",
+        "SECRET",
+        "USER",
+        "CREDENTIAL",
+        "GROUP",
+        "ROLE",
+        "BINDING",
+        "INVITATION",
+        "TENANT",
+        "TENANT_ACCESS",
+        "SETTING",
+        "SYSTEM_SETTINGS",
+        "TENANT_SETTINGS",
+        "SECURITY_INTEGRATION",
+        "WORKER_GROUP",
+        "WORKER_QUEUE",
+        "APP",
+        "APP_EXECUTION",
+        "ASSET",
+        "BLUEPRINT",
+        "DASHBOARD",
+        "TESTSUITE",
+        "TESTSUITE_RUN",
+        "VERSIONED_PLUGIN",
+        "KILL_SWITCH",
+        "INSTANCE",
+        "AUDITLOG",
+        "SERVICE_ACCOUNT",
+        "REUSABLE_INPUTS",
+        "COPILOT",
+        "MCP_SERVER",
+        "SUPPORT",
+        "POLICY",
+        "CASE",
+        "PROMOTION_TARGET",
+        "CASE_TEMPLATE",
+        "BANNER",
+        "UNKNOWN",
+    ]
 )
 KESTRA_ACTIONS: frozenset[str] = frozenset(
-    "CREATE READ UPDATE DELETE LOGIN LOGOUT IMPERSONATE LOGIN_FAILURE ACCOUNT_LOCKED PROMOTE UNKNOWN".split()
+    [
+        "CREATE",
+        "READ",
+        "UPDATE",
+        "DELETE",
+        "LOGIN",
+        "LOGOUT",
+        "IMPERSONATE",
+        "LOGIN_FAILURE",
+        "ACCOUNT_LOCKED",
+        "PROMOTE",
+        "UNKNOWN",
+    ]
 )
 
 NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -201,9 +254,14 @@ def parse_utc(value: object, field_name: str) -> datetime:
 def _kind(value: object) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a text", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a text",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def check_name(value: object, field_name: str, known: frozenset[str]) -> str:
@@ -253,11 +311,9 @@ def check_actor(value: object) -> Actor:
         raise ValidationError(f"actor.{sorted(unknown)[0]}", "unknown field")
     kind = raw.get("type")
     try:
-        actor_type = ActorType(kind)
+        actor_type = ActorType(str(kind))
     except ValueError:
-        raise ValidationError(
-            "actor.type", f"{str(kind)[:40]!r} is not one of USER, SERVICE_ACCOUNT, SYSTEM"
-        ) from None
+        raise ValidationError("actor.type", f"{str(kind)[:40]!r} is not one of USER, SERVICE_ACCOUNT, SYSTEM") from None
     texts = {
         key: _check_text(raw.get(key), f"actor.{key}", MAX_ACTOR_FIELD, required=key == "id")
         for key in ("id", "name", "ip", "user_agent", "impersonated_by")
@@ -282,7 +338,9 @@ def check_details(value: object) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or DETAIL_KEY_RE.fullmatch(key) is None:
-            raise ValidationError("details", f"key {str(key)[:80]!r} is not of the form ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$")
+            raise ValidationError(
+                "details", f"key {str(key)[:80]!r} is not of the form ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$"
+            )
         if type(item) is int:  # Kestra sends revision as a number; details are texts.
             item = str(item)
         if not isinstance(item, str):
@@ -355,7 +413,18 @@ def _clean_json(value: object, path: str, depth: int) -> object:
 
 
 _INPUT_FIELDS = frozenset(
-    "resource_type action actor details before after outcome occurred_at source idempotency_key".split()
+    [
+        "resource_type",
+        "action",
+        "actor",
+        "details",
+        "before",
+        "after",
+        "outcome",
+        "occurred_at",
+        "source",
+        "idempotency_key",
+    ]
 )
 
 

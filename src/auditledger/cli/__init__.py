@@ -12,15 +12,17 @@ import importlib
 import pkgutil
 from typing import Any
 
-import click
 import typer
+
+# Typer vendors click; its Context is the one the group receives.
+from typer._click.core import Context
 from typer.core import TyperGroup
 
 from auditledger.errors import AuditLedgerError
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except AuditLedgerError as exc:

@@ -117,7 +117,12 @@ def search(
         actor = f"{event.actor.id} ({event.actor.type.name.lower().replace('_', ' ')})"
         action = event.action if event.outcome == "success" else f"{event.action} (failed)"
         table.add_row(
-            format_date(event.date)[:19].replace("T", " "), event.resource_type, action, actor, _details_text(event), str(event.seq)
+            format_date(event.date)[:19].replace("T", " "),
+            event.resource_type,
+            action,
+            actor,
+            _details_text(event),
+            str(event.seq),
         )
     console.print(table)
     if not page.events:
@@ -173,10 +178,17 @@ def demo(
     step = (end - start) / events
     batch: list[dict[str, Any]] = []
     dates: list[datetime] = []
-    with open_ledger(db) as log, Progress(
-        TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-        disable=events < 20_000,
-    ) as progress:
+    with (
+        open_ledger(db) as log,
+        Progress(
+            TextColumn("demo"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=events < 20_000,
+        ) as progress,
+    ):
         task = progress.add_task("events", total=events)
         for i, event in enumerate(demo_events(events, seed=seed)):
             batch.append(event)

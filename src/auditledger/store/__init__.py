@@ -67,6 +67,16 @@ class LeafRow:
     row: Row | None
 
 
+@dataclass(frozen=True, slots=True)
+class Facets:
+    """Counts of the matching events by resource type, action, actor type and time bucket."""
+
+    resource_type: dict[str, int]
+    action: dict[str, int]
+    actor_type: dict[str, int]
+    timeline: list[tuple[int, int]]  # (bucket start in microseconds since the epoch, count), oldest first
+
+
 class WriteTxn(Protocol):
     """One write transaction; the store serialises them."""
 
@@ -104,6 +114,10 @@ class Store(Protocol):
 
     def count(self, tenant: str | None, query: Query, *, cap: int) -> int:
         """Matching rows, counting at most ``cap + 1`` so that callers can say "more than cap"."""
+        ...
+
+    def facets(self, tenant: str | None, query: Query, *, bucket_micros: int) -> Facets:
+        """Counts over every matching event; the timeline in buckets of ``bucket_micros``."""
         ...
 
     def heads(self) -> list[Head]: ...

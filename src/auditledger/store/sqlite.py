@@ -13,14 +13,14 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Field, Match, Query, Term
-from auditledger.store import Cursor, Head, LeafRow, Order, Row
+from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row
 
 _COLUMNS = (
     "e.id, e.tenant, e.seq, e.date, e.resource_type, e.action, e.actor_type, e.actor_id, "
@@ -101,10 +101,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         for conn in self._all:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._all.clear()
 
     def _migrate(self) -> None:
@@ -194,7 +192,11 @@ class SQLiteStore:
             else:
                 where += f" AND (e.date, e.tenant, e.seq) {cmp} (?, ?, ?)"
                 params += [after.date, after.tenant, after.seq]
-        order_by = f"e.seq {direction}" if tenant is not None else f"e.date {direction}, e.tenant {direction}, e.seq {direction}"
+        order_by = (
+            f"e.seq {direction}"
+            if tenant is not None
+            else f"e.date {direction}, e.tenant {direction}, e.seq {direction}"
+        )
         sql = f"SELECT {_COLUMNS} FROM events e WHERE {where} ORDER BY {order_by} LIMIT ?"
         params.append(int(limit))
         return self._rows(sql, params)
@@ -205,11 +207,31 @@ class SQLiteStore:
         params.append(int(cap) + 1)
         return int(self._query(sql, params)[0][0])
 
+    def facets(self, tenant: str | None, query: Query, *, bucket_micros: int) -> Facets:
+        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+
+        def counts(column: str) -> dict[str, int]:
+            sql = f"SELECT {column}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
+            return {str(k): int(n) for k, n in self._query(sql, params)}
+
+        step = max(1, int(bucket_micros))
+        timeline = self._query(
+            f"SELECT (e.date / {step}) * {step}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 1", params
+        )
+        return Facets(
+            counts("e.resource_type"),
+            counts("e.action"),
+            counts("e.actor_type"),
+            [(int(b), int(n)) for b, n in timeline],
+        )
+
     def _keys_for(self, tenant: str | None, query: Query) -> list[str]:
         return detail_keys(self.reader(), tenant) if has_text(query) else []
 
     def heads(self) -> list[Head]:
-        return [Head(t, s, d) for t, s, d in self._query("SELECT tenant, size, last_date FROM heads ORDER BY tenant", [])]
+        return [
+            Head(t, s, d) for t, s, d in self._query("SELECT tenant, size, last_date FROM heads ORDER BY tenant", [])
+        ]
 
     def scan(self, tenant: str, start: int = 0, end: int | None = None) -> Iterator[LeafRow]:
         """Leaves joined with their events, read in chunks so memory stays flat."""
@@ -270,11 +292,28 @@ class SQLiteStore:
                 details.setdefault((tenant, seq), {})[key] = value
         return [
             Row(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bytes(r[11]), b"",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                _blob(r[11]),
+                b"",
                 details.get((r[1], r[2]), {}),
             )
             for r in raw
         ]
+
+
+def _blob(value: object) -> bytes:
+    """Stored bytes; a text put there behind our back still hashes as its UTF-8 bytes."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
 
 
 class SQLiteWriteTxn:
@@ -309,8 +348,20 @@ class SQLiteWriteTxn:
                 "INSERT INTO events (id, tenant, seq, date, resource_type, action, actor_type, actor_id, "
                 "actor_name, outcome, idempotency_key, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (r.id, r.tenant, r.seq, r.date, r.resource_type, r.action, r.actor_type, r.actor_id,
-                     r.actor_name, r.outcome, r.idempotency_key, r.body)
+                    (
+                        r.id,
+                        r.tenant,
+                        r.seq,
+                        r.date,
+                        r.resource_type,
+                        r.action,
+                        r.actor_type,
+                        r.actor_id,
+                        r.actor_name,
+                        r.outcome,
+                        r.idempotency_key,
+                        r.body,
+                    )
                     for r in rows
                 ],
             )
