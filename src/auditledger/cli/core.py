@@ -145,6 +145,12 @@ def show(
 def verify(
     db: DbOption = DEFAULT_DB,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant (default: all).")] = None,
+    against: Annotated[
+        Path | None, typer.Option("--against", help="A checkpoint saved earlier: also prove the ledger extends it.")
+    ] = None,
+    key: Annotated[
+        list[str] | None, typer.Option("--key", help="Trusted vkey (or a file of them) for --against; repeatable.")
+    ] = None,
 ) -> None:
     """Recompute every leaf hash and the seq order; exit 1 at the first bad position."""
     with open_ledger(db) as log:
@@ -153,6 +159,10 @@ def verify(
         except VerificationError as exc:
             typer.echo(f"verification FAILED: {exc}", err=True)
             raise typer.Exit(1) from None
+        if against is not None:
+            from auditledger.cli.proofs import check_against
+
+            check_against(log, against, key, tenant)
     for name, size in report.sizes.items():
         purged = report.purged.get(name, 0)
         typer.echo(f"tenant {name}: {size} events verified" + (f" ({purged} purged)" if purged else ""))
