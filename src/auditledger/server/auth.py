@@ -1,0 +1,251 @@
+"""API tokens, roles and tenant scopes.
+
+A token is 32 random bytes (``alt_`` + URL-safe base64); only its SHA-256 is
+stored, which is enough for a high-entropy secret (no salt or slow hash
+needed: there is nothing to guess). Each token has a role and a scope:
+
+* ``ingest``  writes events, reads nothing;
+* ``auditor`` reads, exports and verifies;
+* ``admin``   does everything, including purge, jobs and tokens.
+
+The scope is one tenant or ``*`` (every tenant; with ``admin``, an instance
+administrator who may use the cross-tenant ``/api/v1/auditlogs/...`` routes).
+Requests carry ``Authorization: Bearer <token>``; a missing, unknown, expired
+or revoked token is 401, a valid token lacking the role or the tenant is 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+
+from auditledger.errors import AuthError, NotFoundError, ValidationError
+from auditledger.model import check_tenant, format_date, from_micros, to_micros
+from auditledger.store import Store
+
+ROLES = ("ingest", "auditor", "admin")
+ALL_TENANTS = "*"
+TOKEN_PREFIX = "alt_"  # noqa: S105 - a marker, not a secret
+
+# Which roles satisfy a required role: admin can do what the others can.
+_SATISFIES = {"ingest": {"ingest", "admin"}, "auditor": {"auditor", "admin"}, "admin": {"admin"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's id, its role and its tenant scope (a tenant or ``*``)."""
+
+    token_id: str
+    role: str
+    tenant: str
+
+    def has(self, role: str) -> bool:
+        return self.role in _SATISFIES[role]
+
+    def sees(self, tenant: str) -> bool:
+        return self.tenant in (ALL_TENANTS, tenant)
+
+
+DEV_PRINCIPAL = Principal("insecure-dev", "admin", ALL_TENANTS)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A stored token, without its secret."""
+
+    id: str
+    role: str
+    tenant: str
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def active(self, now: datetime | None = None) -> bool:
+        moment = now or from_micros(_now())
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "tenant": self.tenant,
+            "name": self.name,
+            "created_at": format_date(self.created_at),
+            "expires_at": None if self.expires_at is None else format_date(self.expires_at),
+            "revoked_at": None if self.revoked_at is None else format_date(self.revoked_at),
+            "active": self.active(),
+        }
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValidationError("role", f"{role[:40]!r} is not one of {', '.join(ROLES)}")
+    return role
+
+
+def check_scope(tenant: str) -> str:
+    return tenant if tenant == ALL_TENANTS else check_tenant(tenant)
+
+
+_COLUMNS = "id, role, tenant, name, created_at, expires_at, revoked_at"
+
+
+def _info(row: tuple[Any, ...]) -> TokenInfo:
+    id, role, tenant, name, created, expires, revoked = row
+    return TokenInfo(
+        id, role, tenant, name, from_micros(int(created)),
+        None if expires is None else from_micros(int(expires)),
+        None if revoked is None else from_micros(int(revoked)),
+    )
+
+
+class Tokens:
+    """The token table of a store (migration 0003), through the store's portable SQL."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(
+        self, role: str, tenant: str, *, name: str | None = None, expires_at: datetime | None = None
+    ) -> tuple[str, TokenInfo]:
+        """A new token: returns the secret (shown once, never stored) and its record."""
+        check_role(role)
+        check_scope(tenant)
+        if name is not None and len(name) > 200:
+            raise ValidationError("name", "at most 200 characters")
+        now = _now()
+        expires = None if expires_at is None else to_micros(expires_at)
+        if expires is not None and expires <= now:
+            raise ValidationError("expires", "lies in the past")
+        secret = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        token_id = "tok_" + secrets.token_hex(8)
+        with self.store.write() as txn:
+            txn.execute(
+                f"INSERT INTO api_tokens (id, hash, {_COLUMNS.split(', ', 1)[1]}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                [token_id, hash_token(secret), role, tenant, name, now, expires],
+            )
+        return secret, self.get(token_id)
+
+    def get(self, token_id: str) -> TokenInfo:
+        rows = self.store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", [token_id])
+        if not rows:
+            raise NotFoundError(f"no token {token_id!r}")
+        return _info(rows[0])
+
+    def list(self) -> list[TokenInfo]:
+        return [_info(r) for r in self.store.query(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, id")]
+
+    def revoke(self, token_id: str) -> TokenInfo:
+        with self.store.write() as txn:
+            changed = txn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [_now(), token_id]
+            )
+        info = self.get(token_id)  # NotFoundError when there is no such token
+        if not changed and info.revoked_at is None:
+            raise NotFoundError(f"no token {token_id!r}")
+        return info
+
+    def count_active(self) -> int:
+        rows = self.store.query(
+            "SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            [_now()],
+        )
+        return int(rows[0][0])
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal of ``token``; AuthError(401) when unknown, expired or revoked."""
+        digest = hash_token(token)
+        rows = self.store.query(
+            "SELECT id, hash, role, tenant, expires_at, revoked_at FROM api_tokens WHERE hash = ?", [digest]
+        )
+        if not rows or not hmac.compare_digest(str(rows[0][1]), digest):
+            raise AuthError("unknown API token", 401)
+        token_id, _, role, tenant, expires, revoked = rows[0]
+        if revoked is not None:
+            raise AuthError("the API token was revoked", 401)
+        if expires is not None and int(expires) <= _now():
+            raise AuthError("the API token has expired", 401)
+        return Principal(str(token_id), str(role), str(tenant))
+
+
+# ---------------------------------------------------------------- FastAPI dependencies
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise AuthError("the Authorization header must be 'Bearer <token>'", 401)
+    return value.strip()
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller of ``request`` (cached on the request); AuthError(401) without valid credentials."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    if request.app.state.settings.insecure_dev:
+        found = DEV_PRINCIPAL
+    else:
+        token = bearer(request)
+        if token is None:
+            raise AuthError("missing credentials: send 'Authorization: Bearer <token>'", 401)
+        tokens: Tokens = request.app.state.tokens
+        found = tokens.authenticate(token)
+    request.state.principal = found
+    return found
+
+
+def check_tenant_access(principal: Principal, tenant: str) -> None:
+    """AuthError(403) unless ``principal``'s scope covers ``tenant`` (never says whether the tenant exists)."""
+    if not principal.sees(tenant):
+        raise AuthError(f"this token is not allowed on tenant {tenant[:64]!r}", 403)
+
+
+def require(role: str) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the caller, who must hold ``role`` (admin holds every role).
+
+    When the route has a ``{tenant}`` path parameter the caller's scope must
+    cover it too; cross-tenant routes use ``require_instance_admin``.
+    """
+    check_role(role)
+
+    def dependency(request: Request) -> Principal:
+        principal = principal_of(request)
+        if not principal.has(role):
+            raise AuthError(f"this token's role {principal.role!r} may not do this (needs {role!r})", 403)
+        tenant = request.path_params.get("tenant")
+        if isinstance(tenant, str):
+            check_tenant_access(principal, tenant)
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+def require_instance_admin(request: Request) -> Principal:
+    """A FastAPI dependency for cross-tenant routes: an admin token scoped to ``*``."""
+    principal = principal_of(request)
+    if not (principal.has("admin") and principal.tenant == ALL_TENANTS):
+        raise AuthError("cross-tenant routes need an admin token with tenant scope '*'", 403)
+    return principal
