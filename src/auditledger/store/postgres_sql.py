@@ -1,0 +1,169 @@
+"""Query -> PostgreSQL SQL, and portable ``?`` SQL -> psycopg's ``%s``.
+
+The translation mirrors :func:`auditledger.store.sqlite.where_clause` term by
+term, so both stores return the same rows for the same :class:`Query`; only
+the spelling differs (``strpos`` for ``instr``, ``right`` for ``substr(x, -n)``,
+``TRUE`` for ``1``). Every value is bound, never interpolated.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from auditledger.errors import StoreError
+from auditledger.model import to_micros
+from auditledger.query import Field, Match, Query, Term
+
+FIELD_COLUMNS = {
+    Field.RESOURCE: "e.resource_type",
+    Field.ACTION: "e.action",
+    Field.ACTOR: "e.actor_id",
+    Field.ACTOR_TYPE: "e.actor_type",
+    Field.OUTCOME: "e.outcome",
+    Field.ID: "e.id",
+}
+# Text columns use the "C" collation, so a prefix is the byte range [p, p + U+10FFFF).
+_MAX_CHAR = "\U0010ffff"
+
+# The distinct details keys of a tenant, by skipping along the primary key.
+DETAIL_KEYS = """
+WITH RECURSIVE k(key) AS (
+    SELECT min(key) FROM details WHERE tenant = %(t)s
+    UNION ALL
+    SELECT (SELECT min(d.key) FROM details d WHERE d.tenant = %(t)s AND d.key > k.key) FROM k WHERE k.key IS NOT NULL
+) SELECT key FROM k WHERE key IS NOT NULL"""
+
+
+def has_text(query: Query) -> bool:
+    return any(t.field is Field.TEXT for t in query.terms) or any(has_text(q) for q in query.any_of)
+
+
+def where_clause(tenant: str | None, query: Query, keys: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """The WHERE text (``%s`` placeholders) and parameters of ``query`` over ``events e``."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        parts.append("e.tenant = %s")
+        params.append(tenant)
+    _conjunction(tenant, query, parts, params, keys)
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+def _conjunction(tenant: str | None, query: Query, parts: list[str], params: list[Any], keys: Sequence[str]) -> None:
+    if query.after is not None:
+        parts.append("e.date >= %s")
+        params.append(to_micros(query.after))
+    if query.before is not None:
+        parts.append("e.date < %s")
+        params.append(to_micros(query.before))
+    for term in query.terms:
+        sql, term_params = _term(tenant, term, keys)
+        # NOT of a NULL comparison (actor_name) is NULL, which would drop the row.
+        parts.append(f"NOT coalesce(({sql}), FALSE)" if term.negate else sql)
+        params += term_params
+    if query.any_of:
+        alternatives = []
+        for sub in query.any_of:
+            sub_parts: list[str] = []
+            _conjunction(tenant, sub, sub_parts, params, keys)
+            alternatives.append("(" + (" AND ".join(sub_parts) or "TRUE") + ")")
+        parts.append("(" + " OR ".join(alternatives) + ")")
+
+
+def _match(column: str, term: Term) -> tuple[str, list[Any]]:
+    values = list(term.values)
+    if term.match is Match.EXACT:
+        if len(values) == 1:
+            return f"{column} = %s", values
+        return f"{column} = ANY(%s)", [values]
+    alternatives: list[str] = []
+    params: list[Any] = []
+    for value in values:
+        if term.match is Match.PREFIX:
+            alternatives.append(f"({column} >= %s AND {column} < %s)")
+            params += [value, value + _MAX_CHAR]
+        elif term.match is Match.NAMESPACE:
+            alternatives.append(f"({column} = %s OR ({column} >= %s AND {column} < %s))")
+            params += [value, value + ".", value + "." + _MAX_CHAR]
+        elif term.match is Match.CONTAINS:
+            alternatives.append(f"strpos({column}, %s) > 0")
+            params.append(value)
+        else:  # SUFFIX; right() counts characters, as SQLite's substr does
+            alternatives.append(f"right({column}, %s) = %s")
+            params += [len(value), value]
+    return "(" + " OR ".join(alternatives) + ")", params
+
+
+def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, list[Any]]:
+    if tenant is not None:
+        return f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond})", [tenant, *params]
+    return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
+
+
+def _term(tenant: str | None, term: Term, keys: Sequence[str]) -> tuple[str, list[Any]]:
+    if term.field is Field.DETAIL:
+        cond, params = _match("d.value", term)
+        return _details_in(tenant, f"d.key = %s AND {cond}", [term.key, *params])
+    if term.field is Field.TEXT:
+        # As on SQLite: a free word starts a details value, or matches the actor's id or name.
+        words = Term(Field.TEXT, term.values, match=Match.PREFIX if term.match is Match.EXACT else term.match)
+        cond, params = _match("d.value", words)
+        if keys:
+            cond = f"d.key = ANY(%s) AND {cond}"
+            params = [list(keys), *params]
+        in_details, details_params = _details_in(tenant, cond, params)
+        actor_cond, actor_params = _match("e.actor_id", term)
+        name_cond, name_params = _match("e.actor_name", term)
+        return (
+            f"({in_details} OR {actor_cond} OR {name_cond})",
+            [*details_params, *actor_params, *name_params],
+        )
+    return _match(FIELD_COLUMNS[term.field], term)
+
+
+@functools.lru_cache(maxsize=512)
+def portable(sql: str) -> str:
+    """``?`` placeholders -> ``%s``, literal ``%`` -> ``%%``; quotes and comments are left alone.
+
+    Only the plain ``?`` is portable: SQLite's ``?NNN`` and ``:name`` forms are refused.
+    """
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:  # a doubled quote stays inside
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(sql[i : j + 1].replace("%", "%%"))
+            i = j + 1
+            continue
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+            continue
+        if sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+            continue
+        if c == "?":
+            if i + 1 < n and sql[i + 1].isdigit():
+                raise StoreError(f"numbered placeholders (?{sql[i + 1]}...) are not portable; use plain ?")
+            out.append("%s")
+        elif c == "%":
+            out.append("%%")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
