@@ -416,8 +416,7 @@ def verify_against(
     if old_root != cp.root:
         raise VerificationError(
             f"tenant {tenant!r}: the first {cp.size} entries no longer hash to the checkpoint's root "
-            "(rewritten or reordered somewhere before it; no stored subtree pinpoints it)",
-            0,
+            f"(an entry in positions [0, {cp.size}) was rewritten or moved; no stored subtree pinpoints which)",
         )
     new_root = merkle.root_from_frontier(frontier)
     # The stored tree is what proofs are served from: it must agree with the recomputation.
