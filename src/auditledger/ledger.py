@@ -175,6 +175,10 @@ class AuditLog:
         randomness = os.urandom(10 * len(items))
         with self.store.write() as txn:
             heads: dict[str, Head] = {}
+            # Take every head first, in one global order: on PostgreSQL each is a row lock,
+            # and concurrent multi-tenant batches taking them in item order could deadlock.
+            for tenant in sorted({t for t, _ in items}):
+                heads[tenant] = txn.head(tenant)
             known: dict[tuple[str, str], tuple[str, int]] = {}
             keyed: dict[str, list[str]] = {}
             for tenant, draft in items:
