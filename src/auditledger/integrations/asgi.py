@@ -1,0 +1,183 @@
+"""ASGI middleware and a FastAPI dependency that make the request's actor current.
+
+    app.add_middleware(AuditContextMiddleware, actor_header="x-actor")
+    app = FastAPI(dependencies=[Depends(audit_actor(current_user, to_actor=user_actor))])
+
+The middleware opens an :class:`~auditledger.integrations.context.AuditScope`
+for each HTTP or WebSocket request with the client IP, the user agent and a
+request id (the caller's ``X-Request-ID`` when it is a sane token, else a new
+one, echoed in the response), and an actor found, in this order, by the
+``actor`` callable, from ``scope["user"]`` set by Starlette's
+``AuthenticationMiddleware``, or from a header. The header is only as
+trustworthy as whatever sets it: use it behind a gateway that authenticates
+and overwrites it, never on a port clients reach directly.
+
+Authentication in FastAPI usually happens in a dependency, after middleware
+has run; :func:`audit_actor` wraps such a dependency and writes its user into
+the scope the middleware opened (or opens one itself without middleware).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import Depends, Request
+
+from auditledger.errors import ConfigError
+from auditledger.integrations.context import AuditScope, Sink, _scope, current_scope
+from auditledger.model import MAX_ACTOR_FIELD, Actor, ActorType
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ActorResolver = Callable[[Scope], "Actor | Awaitable[Actor | None] | None"]
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class AuditContextMiddleware:
+    """Pure ASGI middleware (no body buffering) opening an audit scope per request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        actor: ActorResolver | None = None,
+        actor_header: str | None = None,
+        actor_header_type: ActorType = ActorType.USER,
+        request_id_header: str = "x-request-id",
+        trust_forwarded: bool = False,
+        tenant: str | None = None,
+        sink: Sink | None = None,
+    ) -> None:
+        self.app = app
+        self.actor = actor
+        self.actor_header = actor_header.lower().encode("latin-1") if actor_header else None
+        self.actor_header_type = ActorType(actor_header_type)
+        self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.trust_forwarded = trust_forwarded
+        self.tenant = tenant
+        self.sink = sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        given = headers.get(self.request_id_header)
+        request_id = given if given and _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        audit = AuditScope(
+            actor=await self._actor(scope, headers),
+            ip=_client_ip(scope, headers, self.trust_forwarded),
+            user_agent=_clip(headers.get(b"user-agent")),
+            request_id=request_id,
+            tenant=self.tenant,
+            sink=self.sink,
+        )
+        echo = (self.request_id_header, request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), echo]
+            await send(message)
+
+        token = _scope.set(audit)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _scope.reset(token)
+
+    async def _actor(self, scope: Scope, headers: dict[bytes, str]) -> Actor | None:
+        if self.actor is not None:
+            found = self.actor(scope)
+            if inspect.isawaitable(found):
+                found = await found
+            if found is not None and not isinstance(found, Actor):
+                raise ConfigError(f"the actor callable returned {type(found).__name__}, not an Actor or None")
+            if found is not None:
+                return found
+        user = scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return Actor(ActorType.USER, _identity(user), _clip(getattr(user, "display_name", None)))
+        if self.actor_header is not None:
+            value = _clip(headers.get(self.actor_header))
+            if value:
+                return Actor(self.actor_header_type, value)
+        return None
+
+
+def _identity(user: Any) -> str:
+    try:
+        value = user.identity
+    except (NotImplementedError, AttributeError):
+        value = getattr(user, "display_name", None) or getattr(user, "username", None)
+    return _clip(str(value)) or "unknown"
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    out: dict[bytes, str] = {}
+    for key, value in scope.get("headers", []):
+        out.setdefault(bytes(key).lower(), bytes(value).decode("latin-1"))
+    return out
+
+
+def _clip(value: str | None) -> str | None:
+    """Actor fields have a length limit; a long user agent is cut, not refused."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "").strip()
+    return value[:MAX_ACTOR_FIELD] or None
+
+
+def _client_ip(scope: Scope, headers: dict[bytes, str], trust_forwarded: bool) -> str | None:
+    if trust_forwarded:
+        forwarded = headers.get(b"x-forwarded-for")
+        if forwarded:
+            return _clip(forwarded.split(",")[0])
+    client = scope.get("client")
+    return _clip(str(client[0])) if client else None
+
+
+def set_current_actor(actor: Actor | None) -> AuditScope:
+    """Make ``actor`` the current scope's actor (opening a scope for this context if none is open)."""
+    scope = current_scope()
+    if scope is None:
+        scope = AuditScope()
+        _scope.set(scope)  # lives as long as this context: the request's task
+    scope.actor = actor
+    return scope
+
+
+def audit_actor(
+    dependency: Callable[..., Any], *, to_actor: Callable[[Any], Actor | None] | None = None
+) -> Callable[..., Awaitable[Actor | None]]:
+    """A FastAPI dependency running ``dependency`` and making its result the current actor.
+
+    ``to_actor`` maps the dependency's value (your ``User``) to an :class:`Actor`;
+    without it the dependency must return an ``Actor`` or ``None``. The wrapper
+    is async on purpose: FastAPI runs sync dependencies in a thread with a
+    copied context, where setting the actor would not reach the endpoint.
+    """
+    async def set_actor(request: Request, value: Any = Depends(dependency)) -> Actor | None:
+        actor = to_actor(value) if to_actor is not None else value
+        if actor is not None and not isinstance(actor, Actor):
+            raise ConfigError(
+                f"audit_actor: {type(actor).__name__} is not an Actor; pass to_actor= to convert your user"
+            )
+        scope = set_current_actor(actor)
+        if scope.ip is None and request.client is not None:
+            scope.ip = request.client.host
+        if scope.user_agent is None:
+            scope.user_agent = _clip(request.headers.get("user-agent"))
+        return actor
+
+    return set_actor
+
+
+__all__ = ["AuditContextMiddleware", "audit_actor", "set_current_actor"]

@@ -1,0 +1,350 @@
+"""SQLAlchemy ORM auto-capture: CREATE / UPDATE / DELETE events from flushes.
+
+Mark a mapped class and install the auditor on the session factory:
+
+    @audit_model("FLOW", details={"namespace": "namespace", "flowId": "flow_id"}, secret=("token",))
+    class Flow(Base): ...
+
+    SessionLocal = sessionmaker(engine)
+    SQLAlchemyAuditor(AuditLog.open("sqlite:///audit.db")).install(SessionLocal)
+
+Each flush turns new, changed and deleted instances of audited classes into
+events (``after`` for CREATE, ``before`` for DELETE, the changed columns on
+both sides for UPDATE), secret columns replaced by a mask before anything
+leaves the process. Events wait with the transaction that produced them: a
+rolled-back savepoint or transaction drops its events, and the root commit
+records all of them as one atomic batch. By default that happens *before*
+the database commits, inside ``Session.commit()``: if the ledger refuses, the
+commit raises and the application's change is not committed, so no change
+goes unaudited (the ledger and the application database are two databases,
+so a crash between the two commits can still leave an event whose change was
+not committed; ``write="after_commit"`` chooses the opposite risk).
+
+Bulk statements on audited classes (``session.execute(update(Flow)...)``,
+``delete``, ORM bulk ``insert``, ``Query.update/delete``) bypass the
+per-instance trail; they are refused with a :class:`ConfigError` unless the
+statement carries ``execution_options(auditledger_skip=True)``, which says
+"I record this myself". The legacy ``Session.bulk_save_objects`` /
+``bulk_insert_mappings`` / ``bulk_update_mappings`` and raw SQL are not seen
+by the ORM events at all: don't use them on audited tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import enum
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+try:
+    from sqlalchemy import event, inspect
+    from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, attributes, sessionmaker
+    from sqlalchemy.sql import ClauseElement
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from auditledger.errors import ConfigError
+
+    raise ConfigError(
+        f"the SQLAlchemy integration needs SQLAlchemy: pip install 'auditledger[sqlalchemy]' ({exc})"
+    ) from None
+
+from auditledger.errors import ConfigError
+from auditledger.integrations.context import Sink, build_event, emit
+from auditledger.model import KESTRA_RESOURCE_TYPES, MAX_SAFE_INT, NAME_RE
+
+MASK = "[masked]"
+MASK_CHANGED = "[masked, changed]"
+SKIP_OPTION = "auditledger_skip"
+_SPEC_ATTR = "__auditledger__"
+_PENDING_KEY = "auditledger.pending"
+_SNAPSHOT_KEY = "auditledger.deleted"
+
+T = TypeVar("T", bound=type)
+DetailSource = str | Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How one mapped class is audited."""
+
+    resource_type: str
+    details: Mapping[str, DetailSource]
+    secret: frozenset[str]
+    ignore: frozenset[str]
+    state: str | None
+    update_state: Literal["changed", "full"]
+
+
+def audit_model(
+    resource_type: str,
+    *,
+    details: Mapping[str, DetailSource] | None = None,
+    secret: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+    state: str | None = None,
+    update_state: Literal["changed", "full"] = "changed",
+) -> Callable[[T], T]:
+    """Class decorator marking a mapped class as audited.
+
+    ``details`` maps detail keys to attribute names (or callables of the
+    instance); by default ``{"id": <primary key>}``. ``secret`` columns are
+    masked in before/after. ``ignore`` columns neither appear nor make an
+    UPDATE (``updated_at``). ``state`` names one column whose value *is* the
+    resource's state (a flow's YAML source): before/after are that value
+    rather than a map of columns. ``update_state="full"`` records every
+    column on UPDATE, not only the changed ones.
+    """
+    if resource_type not in KESTRA_RESOURCE_TYPES and NAME_RE.fullmatch(resource_type) is None:
+        raise ConfigError(f"audit_model: resource type {resource_type!r} is not of the form ^[A-Z][A-Z0-9_]{{0,63}}$")
+    secrets = frozenset(secret)
+    if state is not None and state in secrets:
+        raise ConfigError(f"audit_model: the state column {state!r} cannot also be secret")
+    if update_state not in ("changed", "full"):
+        raise ConfigError(f"audit_model: update_state must be 'changed' or 'full', got {update_state!r}")
+    spec = ModelSpec(resource_type, dict(details or {}), secrets, frozenset(ignore), state, update_state)
+
+    def mark(cls: T) -> T:
+        mapper: Any = inspect(cls, raiseerr=False)
+        if mapper is None:
+            raise ConfigError(f"audit_model: {cls.__name__} is not a mapped class (apply it below the mapping)")
+        keys = set(mapper.columns.keys())
+        for name in (*spec.secret, *spec.ignore, *([spec.state] if spec.state else [])):
+            if name not in keys:
+                raise ConfigError(f"audit_model({resource_type!r}): {cls.__name__} has no column {name!r}")
+        for key, source in spec.details.items():
+            if isinstance(source, str) and not hasattr(cls, source):
+                raise ConfigError(f"audit_model({resource_type!r}): details[{key!r}] names no attribute {source!r}")
+        setattr(cls, _SPEC_ATTR, spec)
+        # Load the old value before a set, even when it was expired: without it
+        # an UPDATE after a commit would not know its "before".
+        for key in keys - spec.ignore:
+            event.listen(getattr(cls, key), "set", _noop, active_history=True)
+        return cls
+
+    return mark
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+def spec_of(obj: object) -> ModelSpec | None:
+    spec = getattr(type(obj), _SPEC_ATTR, None)
+    return spec if isinstance(spec, ModelSpec) else None
+
+
+# ---------------------------------------------------------------- values
+
+
+def json_value(value: Any) -> Any:
+    """A column value as JSON the ledger accepts (dates as ISO texts, decimals as texts ...)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INT else str(value)
+    if isinstance(value, enum.Enum):
+        return json_value(value.value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "base64:" + base64.b64encode(bytes(value)).decode()
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_value(v) for v in value]
+    if isinstance(value, ClauseElement):
+        return "[sql expression]"
+    return str(value)
+
+
+def _columns(obj: object, spec: ModelSpec) -> list[str]:
+    return [k for k in inspect(type(obj)).column_attrs.keys() if k not in spec.ignore]  # noqa: SIM118
+
+
+def _snapshot(obj: object, spec: ModelSpec) -> dict[str, Any]:
+    """Every audited column's current value (loading expired ones)."""
+    return {key: getattr(obj, key) for key in _columns(obj, spec)}
+
+
+def _masked(values: Mapping[str, Any], spec: ModelSpec, changed: bool = False) -> dict[str, Any]:
+    return {
+        k: ((MASK_CHANGED if changed else MASK) if k in spec.secret and v is not None else json_value(v))
+        for k, v in values.items()
+    }
+
+
+def _details(obj: object, spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, str]:
+    if not spec.details:
+        identity = inspect(type(obj)).primary_key
+        pk = [values.get(c.key) if c.key in values else getattr(obj, c.key, None) for c in identity]
+        return {} if any(v is None for v in pk) else {"id": ",".join(str(v) for v in pk)}
+    out: dict[str, str] = {}
+    for key, source in spec.details.items():
+        if callable(source):
+            value = source(obj)
+        elif source in values:
+            value = values[source]
+        else:
+            value = getattr(obj, source, None)
+        if value is None:
+            continue
+        if source in spec.secret:
+            value = MASK
+        out[key] = str(json_value(value))
+    return out
+
+
+# ---------------------------------------------------------------- the auditor
+
+
+@dataclass(slots=True)
+class _Pending:
+    transaction: SessionTransaction | None
+    event: dict[str, Any]
+
+
+@dataclass
+class SQLAlchemyAuditor:
+    """Session event listeners turning flushes of audited classes into ledger events."""
+
+    sink: Sink | None = None
+    tenant: str | None = None
+    write: Literal["before_commit", "after_commit"] = "before_commit"
+    _installed: list[tuple[Any, str, Callable[..., Any]]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.write not in ("before_commit", "after_commit"):
+            raise ConfigError(f"write must be 'before_commit' or 'after_commit', got {self.write!r}")
+
+    def install(self, target: sessionmaker[Any] | type[Session] | Session) -> SQLAlchemyAuditor:
+        """Listen on a ``sessionmaker``, a ``Session`` subclass or one session."""
+        hooks: list[tuple[str, Callable[..., Any]]] = [
+            ("before_flush", self._before_flush),
+            ("after_flush", self._after_flush),
+            ("after_soft_rollback", self._after_soft_rollback),
+            ("after_transaction_end", self._after_transaction_end),
+            ("do_orm_execute", self._do_orm_execute),
+            ("before_commit" if self.write == "before_commit" else "after_commit", self._commit),
+        ]
+        for name, fn in hooks:
+            event.listen(target, name, fn)
+            self._installed.append((target, name, fn))
+        return self
+
+    def remove(self) -> None:
+        for target, name, fn in self._installed:
+            event.remove(target, name, fn)
+        self._installed.clear()
+
+    # ------------------------------------------------------------ listeners
+
+    def _before_flush(self, session: Session, _ctx: Any, _instances: Any) -> None:
+        snapshots: dict[int, dict[str, Any]] = session.info.setdefault(_SNAPSHOT_KEY, {})
+        for obj in session.deleted:
+            spec = spec_of(obj)
+            if spec is not None and id(obj) not in snapshots:
+                snapshots[id(obj)] = _snapshot(obj, spec)
+
+    def _after_flush(self, session: Session, _ctx: Any) -> None:
+        txn = session.get_nested_transaction() or session.get_transaction()
+        pending: list[_Pending] = session.info.setdefault(_PENDING_KEY, [])
+        snapshots: dict[int, dict[str, Any]] = session.info.pop(_SNAPSHOT_KEY, {})
+        for obj in session.new:
+            spec = spec_of(obj)
+            if spec is not None:
+                values = _snapshot(obj, spec)
+                after = json_value(values[spec.state]) if spec.state else _masked(values, spec)
+                pending.append(_Pending(txn, self._event(spec, "CREATE", _details(obj, spec, values), None, after)))
+        for obj in session.dirty:
+            spec = spec_of(obj)
+            if spec is not None and obj not in session.deleted:
+                self._update(obj, spec, txn, pending)
+        for obj in session.deleted:
+            spec = spec_of(obj)
+            if spec is not None:
+                values = snapshots.get(id(obj)) or {
+                    k: v for k, v in inspect(obj).dict.items() if k in _columns(obj, spec)
+                }
+                before = json_value(values.get(spec.state)) if spec.state else _masked(values, spec)
+                pending.append(_Pending(txn, self._event(spec, "DELETE", _details(obj, spec, values), before, None)))
+
+    def _update(self, obj: object, spec: ModelSpec, txn: SessionTransaction | None, pending: list[_Pending]) -> None:
+        old: dict[str, Any] = {}
+        new: dict[str, Any] = {}
+        for key in _columns(obj, spec):
+            history = attributes.get_history(obj, key)
+            if history.has_changes():
+                old[key] = history.deleted[0] if history.deleted else None
+                new[key] = history.added[0] if history.added else None
+        if not new:
+            return  # only relationships or ignored columns changed
+        current = {key: inspect(obj).dict.get(key) for key in _columns(obj, spec)}
+        if spec.state:
+            before = json_value(old.get(spec.state, current.get(spec.state)))
+            after = json_value(new.get(spec.state, current.get(spec.state)))
+        else:
+            if spec.update_state == "full":
+                old = {**current, **old}
+                new = {**current, **new}
+            changed = {k for k in new if k in spec.secret}
+            before = {k: (MASK if k in spec.secret and v is not None else json_value(v)) for k, v in old.items()}
+            after = {
+                k: ((MASK_CHANGED if k in changed else MASK) if k in spec.secret and v is not None else json_value(v))
+                for k, v in new.items()
+            }
+        pending.append(_Pending(txn, self._event(spec, "UPDATE", _details(obj, spec, current), before, after)))
+
+    def _event(self, spec: ModelSpec, action: str, details: dict[str, str], before: Any, after: Any) -> dict[str, Any]:
+        return build_event(spec.resource_type, action, details=details, before=before, after=after)
+
+    def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        """Drop the events of the transaction (or savepoint) rolled back and of those nested in it."""
+        pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
+        session.info[_PENDING_KEY] = [p for p in pending if not _within(p.transaction, previous)]
+        session.info.pop(_SNAPSHOT_KEY, None)
+
+    def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:  # the root ended: whatever is left was never committed
+            session.info.pop(_PENDING_KEY, None)
+            session.info.pop(_SNAPSHOT_KEY, None)
+
+    def _commit(self, session: Session) -> None:
+        if self.write == "before_commit":
+            if session.in_nested_transaction():
+                return  # a savepoint's RELEASE: its events wait for the root
+            session.flush()  # commit flushes after this hook; record what that flush would find
+        pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
+        if pending:
+            emit([p.event for p in pending], sink=self.sink, tenant=self.tenant)
+            session.info[_PENDING_KEY] = []  # cleared only once the sink took them
+
+    def _do_orm_execute(self, state: ORMExecuteState) -> None:
+        if not (state.is_insert or state.is_update or state.is_delete):
+            return
+        if state.execution_options.get(SKIP_OPTION):
+            return
+        for mapper in state.all_mappers:
+            spec = getattr(mapper.class_, _SPEC_ATTR, None)
+            if isinstance(spec, ModelSpec):
+                kind = "INSERT" if state.is_insert else "UPDATE" if state.is_update else "DELETE"
+                raise ConfigError(
+                    f"bulk {kind} on audited {mapper.class_.__name__} ({spec.resource_type}) would bypass the "
+                    "audit trail: load the objects and change or delete them through the session, or add "
+                    f".execution_options({SKIP_OPTION}=True) and record the event yourself"
+                )
+
+
+def _within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while txn is not None:
+        if txn is ancestor:
+            return True
+        txn = txn.parent
+    return False
+
+
+__all__ = ["MASK", "MASK_CHANGED", "SKIP_OPTION", "ModelSpec", "SQLAlchemyAuditor", "audit_model", "json_value"]
