@@ -115,5 +115,16 @@ def test_nul_and_unknown_fields() -> None:
 
 
 def test_invalid_unicode_is_refused() -> None:
-    """An unpaired surrogate (invalid UTF-8) is refused."""
-    assert refused(good(after="bad \udc80")).field == "after"
+    """An unpaired surrogate (invalid UTF-8) is refused by name and nothing is stored."""
+    from auditledger import AuditLog
+
+    with AuditLog.open("memory://") as log:
+        for where, event in (
+            ("after", good(after="bad \udc80")),
+            ("details.k", good(details={"k": "\ud800"})),
+            ("actor.id", good(actor={"type": "USER", "id": "x\udc80"})),
+        ):
+            with pytest.raises(ValidationError) as info:
+                log.record_many([good(), event])
+            assert info.value.field == f"events[1].{where}", info.value
+        assert log.count() == 0

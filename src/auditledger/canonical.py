@@ -18,25 +18,25 @@ from typing import Any
 import orjson
 
 from auditledger.errors import VerificationError
-from auditledger.model import Actor, ActorType, Event, EventInput, Outcome, format_date
+from auditledger.model import Actor, ActorType, Event, EventInput, Outcome, format_date, format_micros
 
 FORMAT_VERSION = 1
 _LEAF_PREFIX = b"\x00"
 
 
-def encode(draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime) -> bytes:
-    """Canonical bytes of ``draft`` once the ledger has placed it."""
+def encode(draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime | int) -> bytes:
+    """Canonical bytes of ``draft`` once the ledger has placed it (``date`` may be microseconds)."""
     obj: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "id": id,
         "tenant": tenant,
         "seq": seq,
-        "date": format_date(date),
+        "date": format_micros(date) if isinstance(date, int) else format_date(date),
         "resource_type": draft.resource_type,
         "action": draft.action,
         "actor": draft.actor.to_dict(),
         "details": draft.details,
-        "outcome": str(draft.outcome),
+        "outcome": draft.outcome.value,
     }
     if draft.before is not None:
         obj["before"] = draft.before

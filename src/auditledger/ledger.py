@@ -32,6 +32,7 @@ from auditledger.model import (
     check_tenant,
     event_input,
     from_micros,
+    invalid_text_field,
     parse_utc,
     to_micros,
 )
@@ -201,7 +202,13 @@ class AuditLog:
                 seq = head.size
                 when = from_micros(date)
                 id = uuid7(date // 1000, randomness[10 * i : 10 * i + 10])
-                body = canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=when)
+                try:
+                    body = canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=date)
+                except orjson.JSONEncodeError:
+                    field_name = invalid_text_field(draft)
+                    raise ValidationError(
+                        f"events[{i}].{field_name}", "is not valid UTF-8 (unpaired surrogate)"
+                    ) from None
                 rows.append(
                     Row(
                         id,
@@ -367,13 +374,10 @@ def to_micros_now() -> int:
 
 def uuid7(unix_ms: int, rand: bytes) -> str:
     """A UUIDv7 (RFC 9562): 48-bit milliseconds, version 7, variant 10, 74 random bits."""
-    value = (unix_ms & ((1 << 48) - 1)) << 80
-    r = int.from_bytes(rand, "big")
-    value |= 0x7 << 76
-    value |= ((r >> 68) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= r & ((1 << 62) - 1)
-    h = f"{value:032x}"
+    raw = bytearray((unix_ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + rand)
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

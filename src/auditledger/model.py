@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -131,11 +132,15 @@ class Actor:
     impersonated_by: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        out = {"type": str(self.type), "id": self.id}
-        for key in ("name", "ip", "user_agent", "impersonated_by"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
+        out = {"type": self.type.value, "id": self.id}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.ip is not None:
+            out["ip"] = self.ip
+        if self.user_agent is not None:
+            out["user_agent"] = self.user_agent
+        if self.impersonated_by is not None:
+            out["impersonated_by"] = self.impersonated_by
         return out
 
     @staticmethod
@@ -212,9 +217,21 @@ class Event:
 
 def format_date(value: datetime) -> str:
     """UTC, microseconds, ``Z``: ``2026-11-24T10:15:30.123456Z``."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return format_micros(to_micros(value))
+
+
+def format_micros(value: int) -> str:
+    """``format_date`` of microseconds since the epoch; the seconds part is cached (hot path)."""
+    seconds, micros = divmod(value, 1_000_000)
+    prefix = _SECOND_TEXT.get(seconds)
+    if prefix is None:
+        if len(_SECOND_TEXT) > 4096:
+            _SECOND_TEXT.clear()
+        prefix = _SECOND_TEXT[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{prefix}.{micros:06d}Z"
+
+
+_SECOND_TEXT: dict[int, str] = {}
 
 
 def to_micros(value: datetime) -> int:
@@ -299,7 +316,34 @@ def _check_text(value: object, field_name: str, limit: int, *, required: bool) -
     return value
 
 
+_ACTOR_KEYS = frozenset(("type", "id", "name", "ip", "user_agent", "impersonated_by"))
+_ACTOR_TYPES = {t.value: t for t in ActorType}
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+def _plain_text(value: object, limit: int) -> bool:
+    return type(value) is str and len(value) <= limit and "\x00" not in value
+
+
 def check_actor(value: object) -> Actor:
+    # Fast path for the common, valid shape; anything unusual takes the precise path below.
+    if type(value) is dict and value.keys() <= _ACTOR_KEYS:
+        kind = value.get("type")
+        ident = value.get("id")
+        if type(kind) is str and kind in _ACTOR_TYPES and _plain_text(ident, MAX_ACTOR_FIELD) and ident:
+            name, ip, agent, by = (
+                value.get("name"),
+                value.get("ip"),
+                value.get("user_agent"),
+                value.get("impersonated_by"),
+            )
+            if (
+                (name is None or _plain_text(name, MAX_ACTOR_FIELD))
+                and (ip is None or _plain_text(ip, MAX_ACTOR_FIELD))
+                and (agent is None or _plain_text(agent, MAX_ACTOR_FIELD))
+                and (by is None or _plain_text(by, MAX_ACTOR_FIELD))
+            ):
+                return Actor(_ACTOR_TYPES[kind], ident, name, ip, agent, by)
     if isinstance(value, Actor):
         raw: Mapping[str, object] = value.to_dict()
     elif isinstance(value, Mapping):
@@ -328,9 +372,25 @@ def check_actor(value: object) -> Actor:
     )
 
 
+_GOOD_KEYS: set[str] = set()
+
+
 def check_details(value: object) -> dict[str, str]:
     if value is None:
         return {}
+    if type(value) is dict and len(value) <= MAX_DETAILS:
+        for key, item in value.items():
+            if not _plain_text(item, MAX_DETAIL_VALUE) or key not in _GOOD_KEYS:
+                break
+        else:
+            return dict(value)
+    out = _check_details(value)
+    if len(_GOOD_KEYS) < 4096:  # remember keys already checked, bounded
+        _GOOD_KEYS.update(out)
+    return out
+
+
+def _check_details(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValidationError("details", f"expected an object of texts, got {_kind(value)}")
     if len(value) > MAX_DETAILS:
@@ -361,11 +421,28 @@ def check_state(value: object, field_name: str, limits: Limits) -> object:
     """
     if value is None:
         return None
-    if isinstance(value, str):
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > limits.max_state_bytes:
-            raise ValidationError(field_name, f"is {size} bytes, the limit is {limits.max_state_bytes}")
-        _check_unicode(value, field_name)
+    if type(value) is str:
+        # Invalid UTF-8 (unpaired surrogates) is caught when the event is encoded.
+        if len(value) * 4 > limits.max_state_bytes:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > limits.max_state_bytes:
+                raise ValidationError(field_name, f"is {size} bytes, the limit is {limits.max_state_bytes}")
+        return value
+    # Fast path: orjson checks types, keys and integer range in C; the byte scans send
+    # anything that may hold a float, a NaN (orjson writes null) or deep nesting to the
+    # precise walk, which also names the problem.
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except (orjson.JSONEncodeError, TypeError):
+        data = b""
+    if (
+        data
+        and len(data) <= limits.max_state_bytes
+        and b"null" not in data
+        and data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH
+        and _FLOATISH.search(data) is None
+        and type(value) in (dict, list)
+    ):
         return value
     clean = _clean_json(value, field_name, 0)
     size = len(orjson.dumps(clean))
@@ -379,6 +456,43 @@ def _check_unicode(text: str, field_name: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(field_name, "contains an unpaired surrogate (invalid UTF-8)") from None
+
+
+_FLOATISH = re.compile(rb"[0-9][.eE]")
+
+
+def invalid_text_field(draft: EventInput) -> str:
+    """The first field of ``draft`` holding text that is not valid UTF-8 (for error messages)."""
+    for name, item in [
+        ("actor", draft.actor.to_dict()),
+        ("details", draft.details),
+        ("before", draft.before),
+        ("after", draft.after),
+    ]:
+        found = _find_surrogate(item, name)
+        if found:
+            return found
+    return "event"
+
+
+def _find_surrogate(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _find_surrogate(key, path) or _find_surrogate(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_surrogate(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _clean_json(value: object, path: str, depth: int) -> object:
@@ -434,16 +548,14 @@ def event_input(raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LI
         data: Mapping[str, Any] = {name: getattr(raw, name) for name in _INPUT_FIELDS}
     elif isinstance(raw, Mapping):
         data = raw
-        unknown = set(data) - _INPUT_FIELDS
-        if unknown:
-            raise ValidationError(sorted(unknown)[0], "unknown field")
+        if not data.keys() <= _INPUT_FIELDS:
+            raise ValidationError(sorted(set(data) - _INPUT_FIELDS)[0], "unknown field")
     else:
         raise ValidationError("event", f"expected an object, got {_kind(raw)}")
-    outcome = data.get("outcome") or Outcome.SUCCESS
-    try:
-        outcome = Outcome(outcome)
-    except ValueError:
-        raise ValidationError("outcome", f"{str(outcome)[:40]!r} is not 'success' or 'failure'") from None
+    raw_outcome = data.get("outcome") or "success"
+    outcome = _OUTCOMES.get(raw_outcome) if isinstance(raw_outcome, str) else None
+    if outcome is None:
+        raise ValidationError("outcome", f"{str(raw_outcome)[:40]!r} is not 'success' or 'failure'")
     occurred = data.get("occurred_at")
     source = data.get("source")
     if source is not None:
