@@ -1,0 +1,1 @@
+"""Exporters: one module per destination, registered as ``auditledger.exporters`` entry points."""

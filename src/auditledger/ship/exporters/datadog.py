@@ -1,0 +1,61 @@
+"""Datadog Logs: ``POST {basePath}/api/v2/logs`` with the ``DD-API-KEY`` header, gzip.
+
+Kestra's ``io.kestra.plugin.ee.datadog.LogExporter`` properties ``basePath``
+and ``apiKey``; ours: ``source``, ``service``, ``tags``, ``hostname``,
+``format``. Each log's ``message`` is the record as JSON, which Datadog parses
+into attributes. Limits from Datadog's Logs API: at most 1,000 logs and 5 MB
+(uncompressed) per request; 202 means accepted.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+import orjson
+
+from auditledger.ship.exporters.base import DeliveryError, HttpExporter, gzipped, sized_chunks
+from auditledger.ship.formats import JSON_FORMATS, Record, json_formatter
+from auditledger.ship.spec import Props
+
+MAX_ITEMS = 1000
+MAX_BYTES = 5_000_000
+
+
+class DatadogExporter(HttpExporter):
+    name = "datadog"
+
+    def configure(self, props: Props) -> None:
+        self.base = (props.text("basePath", "https://http-intake.logs.datadoghq.com") or "").rstrip("/")
+        self.api_key = props.req("apiKey")
+        self.source = props.text("source", "auditledger")
+        self.service = props.text("service", "auditledger")
+        self.tags = ",".join(props.texts("tags")) or f"tenant:{self.tenant}"
+        self.hostname = props.text("hostname", socket.gethostname())
+        self.fmt = json_formatter(props.choice("format", JSON_FORMATS, "native"), f"{props.where}.format")
+        self.compress = props.boolean("gzip", True)
+        self.http_options(props)
+
+    def send(self, records: Sequence[Record]) -> None:
+        items = [
+            orjson.dumps(
+                {
+                    "ddsource": self.source,
+                    "ddtags": self.tags,
+                    "hostname": self.hostname,
+                    "service": self.service,
+                    "message": orjson.dumps(self.fmt(r)).decode(),
+                }
+            )
+            for r in records
+        ]
+        for start, end in sized_chunks(items, MAX_ITEMS, MAX_BYTES - 2, overhead=1):
+            body = b"[" + b",".join(items[start:end]) + b"]"
+            headers = {"DD-API-KEY": self.api_key, "Content-Type": "application/json", "Accept": "application/json"}
+            if self.compress:
+                body = gzipped(body)
+                headers["Content-Encoding"] = "gzip"
+            try:
+                self.request("POST", f"{self.base}/api/v2/logs", content=body, headers=headers)
+            except DeliveryError as exc:  # earlier chunks were accepted: only the rest is pending
+                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
