@@ -80,6 +80,23 @@ class Settings(BaseSettings):
     witness_dir: str | None = Field(
         None, description="Directory each new checkpoint is also written to, as `TENANT/SIZE.checkpoint`."
     )
+    witness_shipper: str | None = Field(
+        None,
+        description="A shipper spec (YAML file) whose object-storing exporters (S3 ...) also receive each new "
+        "checkpoint, as `checkpoints/TENANT/SIZE.checkpoint`.",
+    )
+    ui_resource_urls: dict[str, str] = Field(
+        {},
+        description="Web UI \"open resource\" links: JSON object of resource type -> URL template whose "
+        "`{placeholders}` are details keys, e.g. "
+        '`{"FLOW": "https://kestra.example.com/ui/flows/edit/{namespace}/{flowId}"}`; http(s) only.',
+    )
+    session_secret: str | None = Field(
+        None,
+        description="Key of the web UI's session cookies; set it when several server processes share sessions "
+        "(default: a random key per process, so sessions end on restart).",
+    )
+    session_hours: float = Field(12.0, gt=0, le=720, description="How long a web UI sign-in lasts (hours).")
 
 
 def load(**overrides: Any) -> Settings:
