@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from auditledger.errors import ConfigError
-from auditledger.model import Actor, EventInput
+from auditledger.model import Actor, event_input
 
 DEFAULT_TENANT = "main"
 REQUEST_ID_DETAIL = "requestId"
@@ -33,7 +33,32 @@ REQUEST_ID_DETAIL = "requestId"
 class Sink(Protocol):
     """Stores a batch of events atomically (all or none)."""
 
-    def record_many(self, events: Sequence[EventInput | Mapping[str, Any]], *, tenant: str = ...) -> Any: ...
+    def record_many(self, events: Sequence[Mapping[str, Any]], *, tenant: str = ...) -> Any: ...
+
+
+class Queued:
+    """A sink that hands events to a client's background batching (``Client.record``) instead of waiting.
+
+    ``Client.record_many`` sends at once and waits for the server; this adapter
+    queues each event with ``Client.record`` so the request does not wait for
+    the network. Events are validated here first, so that a bad one fails at
+    the call site and not later in the flush thread.
+    """
+
+    def __init__(self, client: Any) -> None:
+        if not callable(getattr(client, "record", None)):
+            raise ConfigError(f"{type(client).__name__} has no record() method to queue events with")
+        self.client = client
+
+    def record_many(self, events: Sequence[Mapping[str, Any]], *, tenant: str = DEFAULT_TENANT) -> list[str]:
+        valid = [event_input(e) for e in events]
+        return [
+            self.client.record(
+                e.resource_type, e.action, e.actor, tenant=tenant, details=dict(e.details),
+                before=e.before, after=e.after, outcome=str(e.outcome),
+            )
+            for e in valid
+        ]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""An example workflow platform (FastAPI + SQLAlchemy) audited with auditledger's integrations."""

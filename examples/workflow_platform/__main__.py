@@ -1,0 +1,51 @@
+"""``python -m examples.workflow_platform --ledger sqlite:///auditledger.db``: run the example API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from auditledger import AuditLog
+from auditledger.errors import AuditLedgerError, ConfigError
+from auditledger.integrations.context import Queued, Sink
+
+from .app import create_app
+
+
+def open_sink(url: str, token: str | None) -> Sink:
+    """An embedded ledger for ``sqlite:///``/``postgresql://`` URLs, the HTTP client for ``http(s)://``."""
+    if url.startswith(("http://", "https://")):
+        try:
+            from auditledger.client import Client  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ConfigError("this build has no auditledger.client: use an embedded --ledger URL") from None
+        return Queued(Client(url, token=token))  # background batching: requests never wait for the server
+    return AuditLog.open(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.workflow_platform", description=__doc__)
+    parser.add_argument("--ledger", default="sqlite:///auditledger.db", help="where events go (default %(default)s)")
+    parser.add_argument("--token", default=None, help="API token when --ledger is an http(s):// server")
+    parser.add_argument("--db", default="sqlite:///workflow.db", help="the platform's own database")
+    parser.add_argument("--admin-token", default="admin-token", help="API token of the first admin user")
+    parser.add_argument("--no-audit", action="store_true", help="run without auditing")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    try:
+        sink = None if args.no_audit else open_sink(args.ledger, args.token)
+        app = create_app(args.db, sink=sink, admin_token=args.admin_token)
+    except AuditLedgerError as exc:
+        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        return 2
+    print(f"workflow platform on http://{args.host}:{args.port}/docs; admin token: {args.admin_token}")
+    print(f"audit events -> {'nowhere (--no-audit)' if sink is None else args.ledger}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
