@@ -30,7 +30,7 @@ import orjson
 
 from auditledger import canonical, merkle, tree
 from auditledger import checkpoint as ck
-from auditledger.errors import ValidationError, VerificationError
+from auditledger.errors import NotFoundError, ValidationError, VerificationError
 from auditledger.model import format_date, from_micros
 from auditledger.query import Query
 from auditledger.store import Cursor, Store
@@ -44,6 +44,57 @@ _PAGE = 1000
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def inclusion_answer(store: Store, tenant: str, id: str, checkpoint_size: int | None = None) -> dict[str, Any]:
+    """The inclusion proof of event ``id`` as ``auditledger prove`` and the API give it (checked first).
+
+    Without ``checkpoint_size`` the proof is to the latest checkpoint that holds
+    the event, else to the current tree.
+    """
+    row = store.get(tenant, id)
+    if row is None:
+        raise NotFoundError(f"no event {id!r} in tenant {tenant!r}")
+    proofs = tree.Tree.current(store, tenant)
+    if checkpoint_size is None:
+        latest = tree.latest_checkpoint(store, tenant)
+        checkpoint_size = latest.size if latest is not None and latest.size > row.seq else proofs.size
+    stored = tree.get_checkpoint(store, tenant, checkpoint_size)
+    path = proofs.inclusion(row.seq, checkpoint_size)
+    root = proofs.root_at(checkpoint_size)
+    leaf = proofs.leaf(row.seq)
+    merkle.verify_inclusion(leaf, row.seq, checkpoint_size, path, root)
+    return {
+        "id": id,
+        "tenant": tenant,
+        "seq": row.seq,
+        "leaf_hash": _b64(leaf),
+        "tree_size": checkpoint_size,
+        "root": _b64(root),
+        "inclusion_proof": [_b64(h) for h in path],
+        "checkpoint": stored.note if stored is not None else None,
+    }
+
+
+def consistency_answer(store: Store, tenant: str, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+    """The consistency proof between two tree sizes (``new_size`` default: latest checkpoint, else current)."""
+    proofs = tree.Tree.current(store, tenant)
+    if new_size is None:
+        latest = tree.latest_checkpoint(store, tenant)
+        new_size = latest.size if latest is not None and latest.size >= old_size else proofs.size
+    path = proofs.consistency(old_size, new_size)
+    old_root, new_root = proofs.root_at(old_size), proofs.root_at(new_size)
+    merkle.verify_consistency(old_size, new_size, old_root, new_root, path)
+    stored = tree.get_checkpoint(store, tenant, new_size)
+    return {
+        "tenant": tenant,
+        "from": old_size,
+        "to": new_size,
+        "old_root": _b64(old_root),
+        "new_root": _b64(new_root),
+        "consistency_proof": [_b64(h) for h in path],
+        "checkpoint": stored.note if stored is not None else None,
+    }
 
 
 @dataclass(frozen=True, slots=True)

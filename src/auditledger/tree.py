@@ -274,6 +274,9 @@ def make_checkpoint(store: Store, tenant: str, signer: Signer, *, witness: Witne
     When the latest checkpoint already has the current size it is returned as
     it is: a new one is only made when new events exist.
     """
+    latest = latest_checkpoint(store, tenant)
+    if latest is not None and latest.size == {h.tenant: h.size for h in store.heads()}.get(tenant, 0):
+        return latest  # nothing new: answer without taking the write lock
     with store.write() as txn:
         size = extend(txn, tenant, txn.head(tenant).size, [])
         rows = txn.query(f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE tenant = ? AND size = ?", [tenant, size])
@@ -324,18 +327,18 @@ def directory_witness(directory: str | Path) -> Witness:
     return write
 
 
-def shipping_witness() -> Witness | None:
-    """``auditledger.ship.ship_checkpoint`` when the shipper provides it (imported lazily)."""
+def shipping_witness(spec_file: str | Path | None) -> Witness | None:
+    """Each checkpoint stored by the object-storing exporters of the shipper spec in ``spec_file``."""
+    if not spec_file:
+        return None
     try:
-        from auditledger import ship  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    shipper = getattr(ship, "ship_checkpoint", None)
-    if shipper is None:
-        return None
+        spec = Path(spec_file).expanduser().read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read witness shipper spec {spec_file}: {exc}") from None
+    from auditledger.ship import ship_checkpoint  # imported lazily: shipping is optional here
 
     def send(cp: StoredCheckpoint) -> None:
-        shipper(tenant=cp.tenant, size=cp.size, note=cp.note)
+        ship_checkpoint(spec, f"checkpoints/{cp.tenant}/{cp.size:016d}.checkpoint", cp.note, tenant=cp.tenant)
 
     return send
 

@@ -15,9 +15,9 @@ import orjson
 import typer
 
 from auditledger import checkpoint as ck
-from auditledger import evidence, merkle, settings, tree
+from auditledger import evidence, settings, tree
 from auditledger.cli.common import DEFAULT_DB, DbOption, TenantOption, open_ledger
-from auditledger.errors import ConfigError, NotFoundError, ValidationError, VerificationError
+from auditledger.errors import ConfigError, ValidationError, VerificationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 
 KeyFileOption = Annotated[
@@ -45,7 +45,7 @@ def _signer(key_file: Path | None) -> tree.Signer:
 def _witness() -> tree.Witness | None:
     conf = settings.load()
     return tree.witnesses(
-        tree.directory_witness(conf.witness_dir) if conf.witness_dir else None, tree.shipping_witness()
+        tree.directory_witness(conf.witness_dir) if conf.witness_dir else None, tree.shipping_witness(conf.witness_shipper)
     )
 
 
@@ -128,36 +128,8 @@ def prove(
 ) -> None:
     """Print the inclusion proof of one event as JSON (checked before it is printed)."""
     with open_ledger(db) as log:
-        sys.stdout.write(orjson.dumps(inclusion(log, tenant, id, checkpoint_size), option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-
-
-def inclusion(log: AuditLog, tenant: str, id: str, checkpoint_size: int | None) -> dict[str, object]:
-    """The inclusion proof answer shared by ``prove`` and the API."""
-    row = log.store.get(tenant, id)
-    if row is None:
-        raise NotFoundError(f"no event {id!r} in tenant {tenant!r}")
-    proofs = tree.Tree.current(log.store, tenant)
-    stored = None
-    if checkpoint_size is None:
-        stored = tree.latest_checkpoint(log.store, tenant)
-        checkpoint_size = stored.size if stored is not None and stored.size > row.seq else proofs.size
-    else:
-        stored = tree.get_checkpoint(log.store, tenant, checkpoint_size)
-    path = proofs.inclusion(row.seq, checkpoint_size)
-    root = proofs.root_at(checkpoint_size)
-    leaf = proofs.leaf(row.seq)
-    merkle.verify_inclusion(leaf, row.seq, checkpoint_size, path, root)
-    return {
-        "id": id,
-        "tenant": tenant,
-        "seq": row.seq,
-        "leaf_hash": _b64(leaf),
-        "tree_size": checkpoint_size,
-        "root": _b64(root),
-        "inclusion_proof": [_b64(h) for h in path],
-        "checkpoint": stored.note if stored is not None and stored.size == checkpoint_size else None,
-    }
+        answer = evidence.inclusion_answer(log.store, tenant, id, checkpoint_size)
+    sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def check_against(log: AuditLog, against: Path, keys: list[str] | None, tenant: str | None) -> None:

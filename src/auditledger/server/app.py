@@ -202,9 +202,9 @@ def create_app(settings: Settings | None = None, ledger: AuditLog | None = None)
 
     # Cross-tenant and specific paths before /{tenant}/auditlogs/{id}.
     app.include_router(kestra.router)
-    app.include_router(ingest.router)
-    for router in routes.routers():
+    for router in routes.routers():  # features' fixed paths (.../auditlogs/checkpoint) before {id}
         app.include_router(router)
+    app.include_router(ingest.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
     return app
 
