@@ -438,9 +438,8 @@ def check_state(value: object, field_name: str, limits: Limits) -> object:
     if (
         data
         and len(data) <= limits.max_state_bytes
-        and b"null" not in data
         and data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH
-        and _FLOATISH.search(data) is None
+        and _FLOAT_OR_NULL.search(data) is None
         and type(value) in (dict, list)
     ):
         return value
@@ -458,7 +457,9 @@ def _check_unicode(text: str, field_name: str) -> None:
         raise ValidationError(field_name, "contains an unpaired surrogate (invalid UTF-8)") from None
 
 
-_FLOATISH = re.compile(rb"[0-9][.eE]")
+# A number token with a fraction or exponent, or a null token; inside strings these
+# patterns are rare, and a false alarm only means taking the precise walk.
+_FLOAT_OR_NULL = re.compile(rb"[:\[,](?:-?[0-9]+[.eE]|null)")
 
 
 def invalid_text_field(draft: EventInput) -> str:
