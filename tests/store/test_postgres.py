@@ -1,0 +1,110 @@
+"""What only the PostgreSQL store has: partitions, migrations it records, a read replica URL, clear URL errors."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import pytest
+
+from auditledger import AuditLog
+from auditledger.errors import ConfigError, StoreError
+from auditledger.store import open_store
+from auditledger.store.postgres import PostgresStore, split_url
+from auditledger.store.postgres_sql import portable
+from auditledger.store.sqlite import migrations
+from tests.store.pg import admin_connect, pg_schema
+
+pytestmark = pytest.mark.postgres
+
+
+def test_partitions_exist_ahead_and_new_events_land_in_this_month() -> None:
+    """Opening makes this month's and the next two months' partitions; appends go to this month's."""
+    with pg_schema() as url, AuditLog.open(url) as log:
+        store = log.store
+        assert isinstance(store, PostgresStore)
+        now = datetime.now(UTC)
+        month = f"events_{now:%Y_%m}"
+        assert month in store.partitions() and len(store.partitions()) == 4  # 3 months + default
+        log.record("FLOW", "CREATE", {"type": "USER", "id": "a"})
+        assert store.query(f"SELECT count(*) FROM {month}") == [(1,)]
+        old = now - timedelta(days=120)
+        event = {"resource_type": "FLOW", "action": "READ", "actor": {"type": "USER", "id": "a"}}
+        log.backfill([event], [old], tenant="history")  # a new tenant: its first date may lie in the past
+        assert store.query("SELECT count(*) FROM events_default") == [(1,)]
+        # That month's rows sit in the default partition: its partition is skipped, not an error.
+        start = int(old.timestamp() * 1e6)
+        assert store.ensure_partitions(start, start + 1) == []
+        older = int((old - timedelta(days=60)).timestamp() * 1e6)
+        assert store.ensure_partitions(older, older + 1) == [f"events_{old - timedelta(days=60):%Y_%m}"]
+        log.verify()
+
+
+def test_migrations_are_recorded_once_even_when_servers_open_together() -> None:
+    """Every postgres migration is applied once and recorded, with 4 stores opening at the same time."""
+    with pg_schema() as url:
+        errors: list[BaseException] = []
+
+        def open_one() -> None:
+            try:
+                open_store(url).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        store = open_store(url)
+        try:
+            versions = [v for (v,) in store.query("SELECT version FROM schema_migrations ORDER BY version")]
+            assert versions == [v for v, _, _ in migrations("postgres")]
+            assert store.schema_version() == versions[-1]  # type: ignore[attr-defined]
+        finally:
+            store.close()
+
+
+def test_searches_go_to_the_read_url() -> None:
+    """With read_url, search and count read the replica (here: another schema) while get reads the primary."""
+    with pg_schema() as primary, pg_schema() as replica:
+        AuditLog.open(replica).close()  # an empty, migrated "replica"
+        url = f"{primary}&read_url={quote(replica, safe='')}"
+        with AuditLog.open(url) as log:
+            receipt = log.record("FLOW", "CREATE", {"type": "USER", "id": "a"})
+            assert log.get(receipt.id).id == receipt.id
+            assert log.search().events == [] and log.count() == 0
+        with AuditLog.open(primary) as log:
+            assert log.count() == 1
+
+
+def test_bad_urls_fail_with_a_clear_error() -> None:
+    """Unknown databases and bad pool sizes are named in a StoreError/ConfigError, passwords never shown."""
+    admin_connect().close()  # skip when the server is missing
+    with pytest.raises(StoreError, match="al_does_not_exist"):
+        open_store("postgresql://postgres:s3cret@127.0.0.1:5432/al_does_not_exist")
+    try:
+        open_store("postgresql://postgres:s3cret@127.0.0.1:5432/al_does_not_exist")
+    except StoreError as exc:
+        assert "s3cret" not in str(exc)
+    with pytest.raises(ConfigError, match="pool_max"):
+        open_store("postgresql://postgres@127.0.0.1:5432/test?pool_max=lots")
+
+
+def test_url_parameters_of_ours_are_kept_from_libpq() -> None:
+    """read_url and pool sizes are taken out of the URL; libpq's own parameters stay."""
+    conninfo, ours = split_url("postgres://u@h/db?options=-csearch_path%3Dx&pool_max=3&read_url=postgresql%3A%2F%2Fr")
+    assert conninfo == "postgresql://u@h/db?options=-csearch_path%3Dx"
+    assert ours == {"pool_max": "3", "read_url": "postgresql://r"}
+
+
+def test_portable_placeholders_leave_literals_alone() -> None:
+    """? becomes %s outside quotes and comments; % is escaped; numbered placeholders are refused."""
+    assert portable("SELECT '?%', \"a?\" FROM t WHERE x = ? -- ?\n AND y LIKE '%' || ?") == (
+        "SELECT '?%%', \"a?\" FROM t WHERE x = %s -- ?\n AND y LIKE '%%' || %s"
+    )
+    assert portable("SELECT 'it''s ?' /* ? */, ?") == "SELECT 'it''s ?' /* ? */, %s"
+    with pytest.raises(StoreError, match="numbered"):
+        portable("SELECT ?1")
