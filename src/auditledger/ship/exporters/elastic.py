@@ -114,7 +114,7 @@ class ElasticsearchExporter(HttpExporter):
         if api_key:
             self.headers["Authorization"] = f"ApiKey {api_key}"
         self.index = props.text("indexName", "auditledger-%Y.%m.%d") or "auditledger-%Y.%m.%d"
-        if not re.fullmatch(r"[a-z0-9%][a-z0-9%._+-]{0,200}", self.index):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._+-]{0,200}", re.sub(r"%[YmdHjV]", "0", self.index)):
             raise ConfigError(f"{props.where}.indexName: lowercase letters, digits, '.', '_', '-', '+' and %Y %m %d %H")
         self.chunk = props.integer("chunk", 1000, low=1, high=100_000)
         self.fmt = json_formatter(props.choice("format", JSON_FORMATS, "ecs"), f"{props.where}.format")
@@ -149,8 +149,8 @@ class ElasticsearchExporter(HttpExporter):
 
     def open(self) -> None:
         if self.template:
-            pattern = re.sub(r"%[A-Za-z]", "*", self.index)
-            pattern = re.sub(r"\*+", "*", pattern)
+            # Everything from the first date field on varies: auditledger-%Y.%m.%d -> auditledger-*
+            pattern = self.index.split("%", 1)[0] + "*" if "%" in self.index else self.index
             body = orjson.dumps(ecs_template([pattern]))
             self._call("PUT", f"/_index_template/{self.template_name}", body, "application/json")
 
