@@ -1,0 +1,155 @@
+"""The stored tree: the same roots and proofs as the pure maths, on any batching, after catch-up and purge."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditledger import AuditLog, merkle, tree
+from auditledger import checkpoint as ck
+from auditledger.errors import ConfigError, ValidationError
+from tests.proofs.conftest import fill
+
+
+def leaves_of(log: AuditLog, tenant: str = "main") -> list[bytes]:
+    return [bytes(h) for (h,) in log.store.query("SELECT hash FROM leaves WHERE tenant = ? ORDER BY seq", [tenant])]
+
+
+def assert_matches_naive(log: AuditLog, tenant: str = "main") -> None:
+    leaves = leaves_of(log, tenant)
+    t = tree.Tree.current(log.store, tenant)
+    n = len(leaves)
+    assert t.size == n and t.root() == merkle.root(leaves)
+    for size in {1, n // 3 + 1, n}:
+        root = merkle.root(leaves[:size])
+        assert t.root_at(size) == root
+        for index in {0, size // 2, size - 1}:
+            merkle.verify_inclusion(leaves[index], index, size, t.inclusion(index, size), root)
+        merkle.verify_consistency(size, n, root, t.root(), t.consistency(size, n))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=6))
+def test_any_batching_gives_the_naive_root_and_valid_proofs(batches: list[int]) -> None:
+    """However appends are batched, the stored tree equals merkle.root and its proofs verify."""
+    with AuditLog.open("memory://") as log:
+        for n in batches:
+            fill(log, n)
+        assert_matches_naive(log)
+
+
+def test_tile_rows_stay_about_one_per_256_leaves() -> None:
+    """Only tile roots are stored: 1,000 leaves make 3 level-8 rows and nothing else."""
+    with AuditLog.open("memory://") as log:
+        for _ in range(10):
+            fill(log, 100)
+        rows = log.store.query("SELECT level, count(*) FROM tree_nodes GROUP BY level", [])
+    assert rows == [(8, 3)]
+
+
+def test_tenants_have_separate_trees() -> None:
+    """Two tenants appended in one batch each get their own tree."""
+    with AuditLog.open("memory://") as log:
+        fill(log, 40, tenant="a")
+        fill(log, 70, tenant="b")
+        fill(log, 5, tenant="a")
+        assert_matches_naive(log, "a")
+        assert_matches_naive(log, "b")
+
+
+def test_a_ledger_from_before_the_tree_is_caught_up(tmp_path: Path) -> None:
+    """Leaves without tree rows (an older database) are folded in on the next append or proof."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with AuditLog.open(url) as log:
+        fill(log, 700)
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    conn.execute("DROP TRIGGER tree_nodes_no_delete")
+    conn.execute("DELETE FROM tree_nodes")
+    conn.execute("DELETE FROM tree_heads")
+    conn.close()
+    with AuditLog.open(url) as log:
+        fill(log, 30)
+        assert_matches_naive(log)
+        assert log.store.query("SELECT count(*) FROM tree_nodes", []) == [(2,)]
+
+
+def test_old_checkpoints_stay_provable_after_a_purge(tmp_path: Path) -> None:
+    """Purging payloads keeps the leaves: an old checkpoint is still provably extended, proofs still work."""
+    key = ck.generate_key()
+    signer = tree.Signer(key)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with AuditLog.open(url) as log:
+        fill(log, 300)
+        old = tree.make_checkpoint(log.store, "main", signer)
+        fill(log, 20)
+    # A purge as retention does it: the gate opened, payloads removed, leaves marked purged.
+    conn = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("UPDATE purge_gate SET open = 1")
+    conn.execute("DELETE FROM details WHERE tenant = 'main' AND seq < 200")
+    conn.execute("DELETE FROM events WHERE tenant = 'main' AND seq < 200")
+    conn.execute("UPDATE leaves SET purged = 1 WHERE tenant = 'main' AND seq < 200")
+    conn.execute("UPDATE purge_gate SET open = 0")
+    conn.execute("COMMIT")
+    conn.close()
+    with AuditLog.open(url) as log:
+        assert log.verify().purged["main"] == 200
+        report = tree.verify_against(log, old.note, [signer.vkey])
+        assert (report.checkpoint_size, report.size) == (300, 320)
+        assert_matches_naive(log)
+
+
+def test_checkpoints_only_when_new_events_exist() -> None:
+    """make_checkpoint reuses the latest one when nothing was appended; checkpoint_due skips such tenants."""
+    signer = tree.Signer(ck.generate_key(), "log.example")
+    with AuditLog.open("memory://") as log:
+        fill(log, 10)
+        first = tree.make_checkpoint(log.store, "main", signer)
+        assert tree.make_checkpoint(log.store, "main", signer) == first
+        assert tree.checkpoint_due(log.store, signer) == []
+        fill(log, 1)
+        (made,) = tree.checkpoint_due(log.store, signer)
+        cp = ck.verify_checkpoint(made.note, [signer.vkey])
+        assert (cp.origin, cp.size) == ("log.example/main", 11)
+        assert tree.latest_checkpoint(log.store, "main") == made
+
+
+def test_directory_witness_writes_each_checkpoint(tmp_path: Path) -> None:
+    """The witness directory gets every checkpoint under its size and as latest."""
+    signer = tree.Signer(ck.generate_key())
+    witness = tree.directory_witness(tmp_path / "w")
+    with AuditLog.open("memory://") as log:
+        fill(log, 3)
+        a = tree.make_checkpoint(log.store, "main", signer, witness=witness)
+        fill(log, 2)
+        b = tree.make_checkpoint(log.store, "main", signer, witness=witness)
+    assert (tmp_path / "w" / "main" / f"{a.size:016d}.checkpoint").read_text() == a.note
+    assert (tmp_path / "w" / "main" / "latest.checkpoint").read_text() == b.note
+
+
+def test_signer_loading_errors_are_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key, or a key file others can read, is a ConfigError saying what to do."""
+    monkeypatch.delenv(ck.SIGNING_KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match="keys create"):
+        tree.load_signer(None)
+    path = tmp_path / "k.pem"
+    ck.save_private_key(ck.generate_key(), path)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        tree.load_signer(path)
+
+
+def test_proof_sizes_outside_the_tree_are_validation_errors() -> None:
+    """Asking for a proof beyond the tree names the parameter."""
+    with AuditLog.open("memory://") as log:
+        fill(log, 5)
+        t = tree.Tree.current(log.store, "main")
+        with pytest.raises(ValidationError, match="checkpoint_size"):
+            t.inclusion(2, 9)
+        with pytest.raises(ValidationError, match="from"):
+            t.consistency(4, 3)
