@@ -1,0 +1,208 @@
+"""SQLAlchemy flush capture: events per instance, masking, transactions and bulk refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import String, create_engine, delete, insert, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from auditledger import Actor, AuditLog
+from auditledger.errors import ConfigError, ValidationError
+from auditledger.integrations import audit_scope
+from auditledger.integrations.sqlalchemy import MASK, MASK_CHANGED, SKIP_OPTION, SQLAlchemyAuditor, audit_model
+from auditledger.testing import Capture, assert_recorded, recorded
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+@audit_model("SECRET", details={"namespace": "namespace", "key": "key"}, secret=("value",), ignore=("touched",))
+class Secret(Base):
+    __tablename__ = "secrets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(50))
+    key: Mapped[str] = mapped_column(String(50))
+    value: Mapped[str] = mapped_column(String(200))
+    touched: Mapped[datetime | None] = mapped_column(default=None)
+
+
+@audit_model("NOTE")
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(200))
+
+
+class Plain(Base):
+    __tablename__ = "plain"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+@pytest.fixture
+def capture() -> Capture:
+    return Capture()
+
+
+@pytest.fixture
+def sessions(capture: Capture) -> Iterator[sessionmaker[Session]]:
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    auditor = SQLAlchemyAuditor(capture).install(factory)
+    with audit_scope(Actor.user("anna@acme.io", ip="10.0.0.1")):
+        yield factory
+    auditor.remove()
+    engine.dispose()
+
+
+def test_create_update_delete_record_before_and_after(sessions: sessionmaker[Session], capture: Capture) -> None:
+    """Insert, change and delete give CREATE/UPDATE/DELETE with full, changed-only and full states."""
+    with sessions() as s:
+        secret = Secret(namespace="team", key="db", value="hunter2")
+        s.add(secret)
+        s.commit()
+        secret.namespace = "ops"
+        s.commit()
+        s.delete(secret)
+        s.commit()
+    create = assert_recorded(capture, resource="SECRET", action="CREATE", actor="anna@acme.io", count=1)
+    assert create["after"] == {"id": 1, "namespace": "team", "key": "db", "value": MASK}
+    assert create["before"] is None
+    update_ = assert_recorded(capture, action="UPDATE", details={"namespace": "ops", "key": "db"}, count=1)
+    assert (update_["before"], update_["after"]) == ({"namespace": "team"}, {"namespace": "ops"})
+    delete_ = assert_recorded(capture, action="DELETE", count=1)
+    assert delete_["before"] == {"id": 1, "namespace": "ops", "key": "db", "value": MASK}
+    assert delete_["actor"]["ip"] == "10.0.0.1"
+
+
+def test_secret_change_is_visible_but_masked(sessions: sessionmaker[Session], capture: Capture) -> None:
+    """Changing a secret column records that it changed, never either value."""
+    with sessions() as s:
+        secret = Secret(namespace="team", key="db", value="old-password")
+        s.add(secret)
+        s.commit()
+        secret.value = "new-password"
+        s.commit()
+    event = assert_recorded(capture, action="UPDATE")
+    assert event["before"] == {"value": MASK} and event["after"] == {"value": MASK_CHANGED}
+    assert "password" not in repr(recorded(capture))
+
+
+def test_ignored_columns_and_unchanged_values_record_nothing(
+    sessions: sessionmaker[Session], capture: Capture
+) -> None:
+    """Touching only ignored columns, or setting a column to its own value, is no UPDATE."""
+    with sessions() as s:
+        secret = Secret(namespace="team", key="db", value="x")
+        s.add(secret)
+        s.commit()
+        secret.touched = datetime.now(UTC)
+        secret.namespace = "team"
+        s.commit()
+    assert [e["action"] for e in recorded(capture)] == ["CREATE"]
+
+
+def test_update_after_expiry_still_knows_the_old_value(sessions: sessionmaker[Session], capture: Capture) -> None:
+    """With attributes expired by a commit, the old value is loaded before the set (active history)."""
+    with sessions() as s:
+        note = Note(text="first")
+        s.add(note)
+        s.commit()  # expires every attribute
+        note.text = "second"
+        s.commit()
+    event = assert_recorded(capture, resource="NOTE", action="UPDATE", details={"id": "1"})
+    assert (event["before"], event["after"]) == ({"text": "first"}, {"text": "second"})
+
+
+def test_rollback_and_savepoints_drop_their_events(sessions: sessionmaker[Session], capture: Capture) -> None:
+    """Events of a rolled-back savepoint or transaction are never recorded; a released savepoint's are."""
+    with sessions() as s:
+        s.add(Note(text="kept"))
+        nested = s.begin_nested()
+        s.add(Note(text="dropped in savepoint"))
+        s.flush()
+        nested.rollback()
+        kept = s.begin_nested()
+        s.add(Note(text="released"))
+        kept.commit()
+        s.commit()
+        s.add(Note(text="rolled back"))
+        s.flush()
+        s.rollback()
+    texts = [e["after"]["text"] for e in recorded(capture)]
+    assert texts == ["kept", "released"]
+
+
+def test_unaudited_classes_record_nothing(sessions: sessionmaker[Session], capture: Capture) -> None:
+    """Only marked classes are audited."""
+    with sessions() as s:
+        s.add(Plain())
+        s.commit()
+    assert recorded(capture) == []
+
+
+def test_a_refusing_sink_aborts_the_commit(capture: Capture) -> None:
+    """If the ledger refuses the batch, the application's change is not committed (before_commit mode)."""
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    SQLAlchemyAuditor(capture).install(factory)
+    with factory() as s:  # no actor anywhere: the event is the system's; a bad tenant makes the sink refuse
+        with audit_scope(tenant="Not A Tenant"):
+            s.add(Note(text="never stored"))
+            with pytest.raises(ValidationError, match="tenant"):
+                s.commit()
+        s.rollback()
+    with factory() as s:
+        assert s.query(Note).count() == 0
+    assert recorded(capture) == []
+
+
+def test_bulk_statements_on_audited_classes_are_refused(sessions: sessionmaker[Session]) -> None:
+    """Bulk UPDATE/DELETE/INSERT would bypass the trail: refused with a message saying what to do instead."""
+    with sessions() as s:
+        s.add(Note(text="a"))
+        s.commit()
+        for stmt in (update(Note).values(text="b"), delete(Note)):
+            with pytest.raises(ConfigError, match=r"bulk (UPDATE|DELETE) on audited Note \(NOTE\)"):
+                s.execute(stmt)
+        with pytest.raises(ConfigError, match="bulk INSERT"):
+            s.execute(insert(Note), [{"text": "c"}])
+        s.rollback()
+        s.execute(update(Note).values(text="b").execution_options(**{SKIP_OPTION: True}))
+        s.execute(update(Plain).values(id=5))  # unaudited classes are not our business
+        s.commit()
+
+
+def test_embedded_ledger_gets_one_atomic_batch_per_commit(tmp_path: object) -> None:
+    """With an AuditLog sink, a commit of three changes appends three events in one batch with consecutive seq."""
+    ledger = AuditLog.open("memory://")
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    SQLAlchemyAuditor(ledger, write="after_commit").install(factory)
+    batches: list[int] = []
+    ledger.on_commit(lambda receipts: batches.append(len(receipts)))
+    with factory() as s:
+        s.add_all([Note(text="1"), Note(text="2"), Note(text="3")])
+        s.commit()
+    assert batches == [3]
+    assert [e.seq for e in ledger.iter_search(order="asc")] == [0, 1, 2]
+    assert_recorded(ledger, resource="NOTE", action="CREATE", actor="auditledger", count=3)
+
+
+def test_bad_declarations_are_refused() -> None:
+    """Misnamed columns, a secret state column and bad resource types fail at declaration."""
+    with pytest.raises(ConfigError, match="no column 'nope'"):
+        audit_model("NOTE", secret=("nope",))(Note)
+    with pytest.raises(ConfigError, match="cannot also be secret"):
+        audit_model("NOTE", state="text", secret=("text",))
+    with pytest.raises(ConfigError, match="resource type"):
+        audit_model("not valid")
+    with pytest.raises(ConfigError, match="not a mapped class"):
+        audit_model("NOTE")(type("Unmapped", (), {}))
