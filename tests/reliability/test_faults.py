@@ -1,0 +1,80 @@
+"""Faults: a full disk and a read-only database answer 503 with Retry-After, store nothing half, and recover."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from auditledger.store.sqlite import SQLiteStore
+from tests.reliability.conftest import Live
+
+
+def _batch(n: int, size: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "resource_type": "FLOW",
+            "action": "UPDATE",
+            "actor": {"type": "USER", "id": "anna"},
+            "details": {"n": str(i)},
+            "after": {"blob": f"{tag}-{i}-" + "x" * size},
+            "idempotency_key": f"{tag}-{i}",
+        }
+        for i in range(n)
+    ]
+
+
+@contextmanager
+def _writer_pragma(live: Live, pragma: str, undo: str) -> Iterator[sqlite3.Connection]:
+    """Set a PRAGMA on the store's writer connection (the test hook) and undo it afterwards."""
+    store = live.ledger.store
+    assert isinstance(store, SQLiteStore)
+    conn = store._writer  # the one connection every write goes through
+    with store._write_lock:
+        conn.execute(pragma)
+    try:
+        yield conn
+    finally:
+        with store._write_lock:
+            conn.execute(undo)
+
+
+def _state(live: Live) -> tuple[int, int]:
+    report = live.ledger.verify(tenant="acme")
+    rows = live.ledger.store.query("SELECT count(*) FROM events WHERE tenant = ?", ["acme"])
+    return report.sizes["acme"], int(rows[0][0])
+
+
+def _refused_then_recovered(live: Live, pragma: str, undo: str, expect: str) -> None:
+    with live.client("ingest@acme") as http:
+        assert http.post("/api/v1/acme/auditlogs", json=_batch(5, 10, "before")).status_code == 201
+        size_before = _state(live)
+        with _writer_pragma(live, pragma, undo):
+            answer = http.post("/api/v1/acme/auditlogs", json=_batch(200, 4000, "during"))
+            assert answer.status_code == 503, answer.text
+            assert answer.headers.get("retry-after", "").isdigit()
+            assert expect in answer.json()["message"], answer.json()
+            assert _state(live) == size_before, "nothing of the refused batch was stored"
+            assert http.get("/readyz").status_code in (200, 503)  # answers, whatever it says
+        again = http.post("/api/v1/acme/auditlogs", json=_batch(200, 4000, "during"))
+        assert again.status_code == 201, again.text
+        assert [r["duplicate"] for r in again.json()["receipts"]] == [False] * 200
+    size, count = _state(live)
+    assert size == count == size_before[0] + 200
+
+
+def test_disk_full_is_503_and_recovers(make_live: Callable[..., Live]) -> None:
+    """With no page left (PRAGMA max_page_count), ingest answers 503 naming the cause; after space returns it works."""
+    live = make_live()
+    store = live.ledger.store
+    assert isinstance(store, SQLiteStore)
+    pages = int(store._writer.execute("PRAGMA page_count").fetchone()[0])
+    _refused_then_recovered(live, f"PRAGMA max_page_count = {pages + 2}", "PRAGMA max_page_count = 1073741823",
+                            "full")
+
+
+def test_read_only_database_is_503_and_recovers(make_live: Callable[..., Live]) -> None:
+    """A database that turned read-only (PRAGMA query_only) refuses ingest with 503; writable again, it works."""
+    live = make_live()
+    _refused_then_recovered(live, "PRAGMA query_only = ON", "PRAGMA query_only = OFF", "readonly")
