@@ -5,13 +5,15 @@ Per tenant the store keeps (migration 0002)
 - ``tree_heads``: the tree size and its frontier, the right-edge perfect subtree
   hashes (RFC 9162 compact range). That is all an append or the current root needs.
 - ``tree_nodes``: the perfect subtree hashes at the levels that are multiples of
-  ``TILE_HEIGHT`` (8, 16, 24 ...), the tile roots of the transparency-log tile
-  layout (https://c2sp.org/tlog-tiles): about one row per 256 leaves.
+  ``TILE_HEIGHT`` (4, 8, 12 ...): the tile roots of a transparency-log tile
+  layout (https://c2sp.org/tlog-tiles) with tiles of 16: about one row per 15 leaves.
 - ``leaves`` (the ledger's own table, kept through purges) is level 0.
 
-A perfect subtree of level ``k`` is then the root of at most ``2 ** (k % 8)``
-stored hashes of level ``8 * (k // 8)``, read with one range query; a proof asks
-for at most one subtree per level, so it costs O(log n) reads of at most 256 rows.
+A perfect subtree of level ``k`` is then the root of at most ``2 ** (k % 4)``
+stored hashes of level ``4 * (k // 4)``, read with one range query; a proof asks
+for at most one subtree per level, so it costs O(log n) reads of at most 8 rows
+and at most 7 hashes each. (Tiles of 256, as in tlog-tiles, write fewer rows but
+make a proof hash ~500 nodes in Python; 16 keeps a million-leaf proof near 50.)
 
 Everything goes through the stores' portable ``execute``/``query`` (``?``
 placeholders), so the same code runs on SQLite and PostgreSQL. Checkpoints —
@@ -39,7 +41,7 @@ from auditledger.store import Row, Store, WriteTxn
 if TYPE_CHECKING:
     from auditledger.ledger import AuditLog
 
-TILE_HEIGHT = 8
+TILE_HEIGHT = 4
 DEFAULT_LOG_NAME = "auditledger"
 _CATCH_UP_CHUNK = 50_000
 

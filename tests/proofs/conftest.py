@@ -17,7 +17,7 @@ from auditledger import checkpoint as ck
 from auditledger.cli import app
 from auditledger.demo import demo_events
 
-SIZE = 600  # more than two tiles of 256, so tile roots are stored
+SIZE = 600  # tile roots at levels 4 and 8 are stored
 runner = CliRunner()
 
 

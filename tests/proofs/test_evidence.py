@@ -120,6 +120,6 @@ def test_verify_bundle_api_reports(signed: Signed) -> None:
     bundle = export(signed, "")
     report = evidence.verify_bundle(bundle, [signed.vkey])
     assert (report.events, report.first_seq, report.last_seq) == (SIZE, 0, SIZE - 1)
-    assert report.signer == signed.vkey.rsplit("+", 1)[0]
+    assert report.signer == "+".join(signed.vkey.split("+")[:2])
     with pytest.raises(VerificationError):
         evidence.verify_bundle(bundle, [tree.Signer(ck.generate_key()).vkey])

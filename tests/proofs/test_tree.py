@@ -43,13 +43,13 @@ def test_any_batching_gives_the_naive_root_and_valid_proofs(batches: list[int]) 
         assert_matches_naive(log)
 
 
-def test_tile_rows_stay_about_one_per_256_leaves() -> None:
-    """Only tile roots are stored: 1,000 leaves make 3 level-8 rows and nothing else."""
+def test_only_tile_roots_are_stored() -> None:
+    """Only tile roots are stored: 1,000 leaves make 62 level-4 rows and 3 level-8 rows, nothing else."""
     with AuditLog.open("memory://") as log:
         for _ in range(10):
             fill(log, 100)
         rows = log.store.query("SELECT level, count(*) FROM tree_nodes GROUP BY level", [])
-    assert rows == [(8, 3)]
+    assert rows == [(4, 62), (8, 3)]
 
 
 def test_tenants_have_separate_trees() -> None:
@@ -75,7 +75,7 @@ def test_a_ledger_from_before_the_tree_is_caught_up(tmp_path: Path) -> None:
     with AuditLog.open(url) as log:
         fill(log, 30)
         assert_matches_naive(log)
-        assert log.store.query("SELECT count(*) FROM tree_nodes", []) == [(2,)]
+        assert log.store.query("SELECT count(*) FROM tree_nodes", []) == [(730 // 16 + 730 // 256,)]
 
 
 def test_old_checkpoints_stay_provable_after_a_purge(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ CREATE TABLE tree_heads (
     frontier BYTEA NOT NULL
 );
 
--- Perfect subtree hashes at levels 8, 16, 24 ... (tiles of 256): node (level, idx)
+-- Perfect subtree hashes at levels 4, 8, 12 ... (tiles of 16): node (level, idx)
 -- covers leaves [idx * 2^level, (idx + 1) * 2^level). Level 0 is the leaves table.
 CREATE TABLE tree_nodes (
     tenant TEXT NOT NULL,

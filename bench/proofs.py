@@ -1,0 +1,149 @@
+"""Proof benchmarks: verify throughput, inclusion proof latency, append cost of the tree.
+
+1. ``AuditLog.verify`` (every event re-hashed, decoded and checked against its
+   indexed columns) and ``tree.verify_against`` (the whole tree recomputed from
+   the leaf hashes and checked against a signed checkpoint), in events/s.
+2. Inclusion proof generation (``Tree.inclusion`` + ``root_at`` on a cold
+   ``Tree``, as one API request does) at ``--proof-size`` leaves: p50/p99.
+   The leaves are written straight into the ``leaves`` table and the tree is
+   built by catch-up, so that a million-leaf tree takes seconds, not an ingest.
+3. ``record_many`` with the tree maintained against the same with
+   ``tree.extend_rows`` switched off, alternating rounds; best round of each.
+
+Wall and CPU (process) times are printed: on a shared machine CPU time is the
+steadier figure.
+
+    python bench/proofs.py [--events 50000] [--proof-size 1000000] [--proofs 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from auditledger import AuditLog, tree
+from auditledger import checkpoint as ck
+from auditledger.demo import demo_events
+from auditledger.store import Row, WriteTxn
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ingest(path: Path, events: list[dict[str, Any]], batch: int, with_tree: bool) -> tuple[float, float]:
+    original = tree.extend_rows
+
+    def off(txn: WriteTxn, rows: list[Row]) -> None:
+        return None
+
+    if not with_tree:
+        tree.extend_rows = off  # type: ignore[assignment]
+    try:
+        log = AuditLog.open(f"sqlite:///{path}")
+
+        def run() -> None:
+            for i in range(0, len(events), batch):
+                log.record_many(events[i : i + batch])
+
+        result = timed(run)
+        log.close()
+    finally:
+        tree.extend_rows = original
+    return result
+
+
+def bench_append(tmp: Path, n: int, batch: int, rounds: int) -> None:
+    events = list(demo_events(n))
+    best: dict[bool, tuple[float, float]] = {}
+    for r in range(rounds):
+        for with_tree in (False, True) if r % 2 == 0 else (True, False):
+            path = tmp / f"append-{r}-{with_tree}.db"
+            wall, cpu = ingest(path, events, batch, with_tree)
+            old = best.get(with_tree)
+            best[with_tree] = (min(wall, old[0]), min(cpu, old[1])) if old else (wall, cpu)
+    (w0, c0), (w1, c1) = best[False], best[True]
+    print(f"append, {n} events in batches of {batch}, best of {rounds}:")
+    print(f"  without tree: {n / w0:10,.0f} events/s wall, {n / c0:10,.0f} events/s CPU")
+    print(f"  with tree:    {n / w1:10,.0f} events/s wall, {n / c1:10,.0f} events/s CPU")
+    print(f"  tree overhead: {100 * (w1 / w0 - 1):+.1f}% wall, {100 * (c1 / c0 - 1):+.1f}% CPU")
+
+
+def bench_verify(tmp: Path, n: int) -> None:
+    url = f"sqlite:///{tmp / 'verify.db'}"
+    events = list(demo_events(n))
+    signer = tree.Signer(ck.generate_key())
+    with AuditLog.open(url) as log:
+        for i in range(0, n, 1000):
+            log.record_many(events[i : i + 1000])
+        note = tree.make_checkpoint(log.store, "main", signer).note
+    with AuditLog.open(url) as log:
+        wall, cpu = timed(log.verify)
+        print(f"AuditLog.verify, {n} events: {n / wall:,.0f} events/s wall, {n / cpu:,.0f} events/s CPU")
+        wall, cpu = timed(lambda: tree.verify_against(log, note, [signer.vkey]))
+        print(f"tree.verify_against, {n} leaves: {n / wall:,.0f} leaves/s wall, {n / cpu:,.0f} leaves/s CPU")
+
+
+def bench_proofs(tmp: Path, size: int, count: int) -> None:
+    url = f"sqlite:///{tmp / 'proofs.db'}"
+    log = AuditLog.open(url)
+    store = log.store
+    start = time.perf_counter()
+    with store.write() as txn:
+        step = 100_000
+        for lo in range(0, size, step):
+            hi = min(size, lo + step)
+            for seq in range(lo, hi):
+                txn.execute(
+                    "INSERT INTO leaves (tenant, seq, hash) VALUES ('main', ?, ?)",
+                    [seq, hashlib.sha256(seq.to_bytes(8, "big")).digest()],
+                )
+        txn.execute("INSERT INTO heads (tenant, size, last_date) VALUES ('main', ?, 0)", [size])
+    tree.catch_up(store, "main")
+    print(f"built a {size:,}-leaf tree in {time.perf_counter() - start:.1f} s")
+    rng = random.Random(1)
+    cases = [(rng.randrange(size), size - rng.randrange(min(size, 5000))) for _ in range(count)]
+    times = []
+    for index, tree_size in cases:
+        index = min(index, tree_size - 1)
+        t0 = time.perf_counter()
+        t = tree.Tree(store.query, "main")
+        t.inclusion(index, tree_size)
+        t.root_at(tree_size)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    p = lambda q: 1000 * times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
+    print(f"inclusion proof + root, tree of {size:,}, {count} random proofs: "
+          f"p50 {p(0.50):.2f} ms, p99 {p(0.99):.2f} ms, max {1000 * times[-1]:.2f} ms")
+    log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000, help="events for the verify and append figures")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--proof-size", type=int, default=1_000_000)
+    parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["verify", "proofs", "append"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        if "verify" not in args.skip:
+            bench_verify(tmp, args.events)
+        if "proofs" not in args.skip:
+            bench_proofs(tmp, args.proof_size, args.proofs)
+        if "append" not in args.skip:
+            bench_append(tmp, args.events, args.batch, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
