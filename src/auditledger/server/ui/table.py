@@ -192,7 +192,8 @@ def timeline_fragment(request: Request, tenant: str, q: str = "") -> Response:
     """The histogram as an HTML fragment, fetched by the table page once its rows are shown."""
     who = web.viewer(request, tenant)
     if not isinstance(who, web.Viewer):
-        return Response(status_code=401 if who.status_code in (302, 303) else who.status_code)
+        # A fetch must not follow a redirect to the sign-in page into the timeline box.
+        return Response("sign in again", status_code=401, media_type="text/plain") if who.status_code == 303 else who
     now = datetime.now(UTC)
     query, error = render.safe_parse(q, now)
     line = None if error else timeline.build(web.ledger(request), query, tenant, now)
