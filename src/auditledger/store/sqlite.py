@@ -82,6 +82,9 @@ class SQLiteStore:
             conn = sqlite3.connect(self._target, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
             if not self._memory:
+                # auto_vacuum only takes effect on a new file and must come before WAL mode is set,
+                # or the header is written without it (purge's incremental vacuum needs it).
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":
                     raise StoreError(f"could not switch {self.url} to WAL mode (got {mode})")
