@@ -366,6 +366,10 @@ def parse(text: str, *, now: datetime | None = None) -> Query:
     """
     if len(text) > MAX_TEXT:
         raise _fail(f"query has {len(text)} characters, at most {MAX_TEXT}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate would only fail later, inside the store's driver
+        raise _fail(f"position {exc.start}: not valid UTF-8 (unpaired surrogate)") from None
     return _Parser(text, as_utc(now) if now is not None else datetime.now(UTC)).run()
 
 
