@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.soak import ServerProcess
 
 from auditledger import AuditLog
 from auditledger.client import Client, event_dict
 from auditledger.model import Actor
 from auditledger.server.auth import Tokens
-from bench.soak import ServerProcess
 
 SENDERS = 8
 BATCHES = 6

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bench import soak
+
 from tests.conftest import service_missing
 
 # Short form for CI: two kills per store keep the run around a minute on the slow machine;
