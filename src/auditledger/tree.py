@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256 as _sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 TILE_HEIGHT = 4
 DEFAULT_LOG_NAME = "auditledger"
 _CATCH_UP_CHUNK = 50_000
+_BLOCK_LEVEL = 12  # verify_against recomputes the tree in aligned blocks of 4,096 leaves
+_BLOCK = 1 << _BLOCK_LEVEL
 
 QueryFn = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -387,11 +390,12 @@ def verify_against(
         tenant = cp.origin.rsplit("/", 1)[-1]
     store = log.store
     stored = {h.tenant: h.size for h in store.heads()}.get(tenant, 0)
-    frontier: list[bytes] = []
+    top: list[bytes] = []  # frontier over the full blocks, each block's root taken as one leaf
+    tail: list[bytes] = []  # frontier of the last, partial block
     size = 0
     old_root: bytes | None = merkle.EMPTY_ROOT if cp.size == 0 else None
     while size < stored:
-        hi = min(stored, size + _CATCH_UP_CHUNK)
+        hi = min(stored, size + _BLOCK)
         rows = store.query(
             "SELECT seq, hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq", [tenant, size, hi]
         )
@@ -403,15 +407,21 @@ def verify_against(
         if len(hashes) < hi - size:
             missing = size + len(hashes)
             raise VerificationError(f"tenant {tenant!r}: ledger position {missing} is missing", missing)
-        cut = cp.size - size
-        for part in (hashes[:cut], hashes[cut:]) if 0 < cut < len(hashes) else (hashes,):
-            if size == cp.size:
-                old_root = merkle.root_from_frontier(frontier)
-            frontier, nodes = merkle.append_leaves(size, frontier, part)
-            _compare_tiles(store, tenant, nodes)
-            size += len(part)
-    if size == cp.size:
-        old_root = merkle.root_from_frontier(frontier)
+        if size < cp.size < hi:
+            old_root = merkle.root_from_frontier(top + merkle.append_leaves(0, [], hashes[: cp.size - size])[0])
+        if hi - size == _BLOCK:
+            levels = _perfect_levels(hashes, _BLOCK_LEVEL)
+            base = size >> TILE_HEIGHT
+            tiles = [merkle.Node(TILE_HEIGHT, base + i, h) for i, h in enumerate(levels[TILE_HEIGHT])]
+            _compare_tiles(store, tenant, tiles)
+            top, _ = merkle.append_leaves(size >> _BLOCK_LEVEL, top, [levels[-1][0]])
+        else:
+            tail, nodes = merkle.append_leaves(0, [], hashes)
+            _compare_tiles(store, tenant, [merkle.Node(n.level, n.index + (size >> n.level), n.hash) for n in nodes])
+        size = hi
+        if size == cp.size:
+            old_root = merkle.root_from_frontier(top + tail)
+    frontier = top + tail
     if old_root is None:
         raise VerificationError(
             f"tenant {tenant!r}: the ledger has {size} entries but the checkpoint commits to {cp.size}: "
@@ -431,6 +441,19 @@ def verify_against(
     proof = tree.consistency(cp.size, size)
     merkle.verify_consistency(cp.size, size, cp.root, new_root, proof)
     return AgainstReport(tenant, cp.size, size, new_root, proof)
+
+
+def _perfect_levels(hashes: list[bytes], height: int) -> list[list[bytes]]:
+    """Every level of the perfect tree over ``2**height`` leaf hashes (RFC 9162 node hashes, level by level).
+
+    The same hashes as ``merkle.append_leaves``, computed a level at a time:
+    several times faster in Python for the bulk recomputation of ``verify_against``.
+    """
+    levels = [hashes]
+    for _ in range(height):
+        below = levels[-1]
+        levels.append([_sha256(b"\x01" + below[i] + below[i + 1]).digest() for i in range(0, len(below), 2)])
+    return levels
 
 
 def _compare_tiles(store: Store, tenant: str, nodes: Sequence[merkle.Node]) -> None:

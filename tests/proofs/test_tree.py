@@ -153,3 +153,18 @@ def test_proof_sizes_outside_the_tree_are_validation_errors() -> None:
             t.inclusion(2, 9)
         with pytest.raises(ValidationError, match="from"):
             t.consistency(4, 3)
+
+
+@pytest.mark.parametrize("cut", [64, 100, 300])
+def test_verify_against_in_full_blocks(monkeypatch: pytest.MonkeyPatch, cut: int) -> None:
+    """The block-wise recomputation (blocks of 64 here) proves aligned and unaligned checkpoints and finds rewrites."""
+    monkeypatch.setattr(tree, "_BLOCK_LEVEL", 6)
+    monkeypatch.setattr(tree, "_BLOCK", 64)
+    signer = tree.Signer(ck.generate_key())
+    with AuditLog.open("memory://") as log:
+        fill(log, cut)
+        note = tree.make_checkpoint(log.store, "main", signer).note
+        fill(log, 330 - cut)
+        report = tree.verify_against(log, note, [signer.vkey])
+        assert (report.checkpoint_size, report.size) == (cut, 330)
+        assert report.root == merkle.root(leaves_of(log))
