@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -108,3 +110,47 @@ def test_portable_placeholders_leave_literals_alone() -> None:
     assert portable("SELECT 'it''s ?' /* ? */, ?") == "SELECT 'it''s ?' /* ? */, %s"
     with pytest.raises(StoreError, match="numbered"):
         portable("SELECT ?1")
+
+
+def test_the_documented_roles_cannot_change_the_ledger() -> None:
+    """docs/postgres.md's roles, run as written: the server role appends and reads but cannot alter; purge can purge."""
+    doc = (Path(__file__).parents[2] / "docs" / "postgres.md").read_text("utf-8")
+    block = doc.split("<!-- roles:begin -->")[1].split("<!-- roles:end -->")[0]
+    block = block.strip().removeprefix("```sql").removesuffix("```")
+    role = f"al_{uuid.uuid4().hex[:8]}"
+    with pg_schema() as url:
+        schema = unquote(url).split("search_path=")[1]
+        AuditLog.open(url).close()
+        script = block.replace("auditledger_app", f"{role}_app").replace("auditledger_purge", f"{role}_purge")
+        script = script.replace("SCHEMA auditledger ", f"SCHEMA {schema} ").replace("auditledger.", f"{schema}.")
+        with admin_connect() as conn:
+            conn.execute(script.encode())
+        try:
+            app_url = url.replace("postgres@", f"{role}_app@", 1)
+            with AuditLog.open(app_url) as log:
+                event = {"resource_type": "FLOW", "action": "CREATE", "actor": {"type": "USER", "id": "a"}}
+                log.record_many([event] * 3)
+                assert log.count() == 3 and log.verify().sizes == {"main": 3}
+                month = f"events_{datetime.now(UTC):%Y_%m}"
+                for statement in (
+                    "UPDATE events SET action = 'READ'", "DELETE FROM events", "TRUNCATE events",
+                    "UPDATE purge_gate SET open = 1", "UPDATE leaves SET purged = 1", f"DELETE FROM {month}",
+                    f"UPDATE {month} SET action = 'READ'", f"DROP TABLE {month}",
+                    "DROP TRIGGER events_no_update ON events",
+                ):
+                    # Refused by the privileges themselves, before any trigger runs.
+                    with pytest.raises(StoreError, match=r"permission denied|must be owner"), log.store.write() as txn:
+                        txn.execute(statement)
+            purge_url = url.replace("postgres@", f"{role}_purge@", 1)
+            with AuditLog.open(purge_url) as log:
+                with log.store.write() as txn:
+                    txn.execute("UPDATE purge_gate SET open = 1")
+                    txn.execute("DELETE FROM details WHERE tenant = 'main' AND seq = 0")
+                    assert txn.execute("DELETE FROM events WHERE tenant = 'main' AND seq = 0") == 1
+                    txn.execute("UPDATE leaves SET purged = 1 WHERE tenant = 'main' AND seq = 0")
+                    txn.execute("UPDATE purge_gate SET open = 0")
+                assert log.verify().purged == {"main": 1}
+        finally:
+            with admin_connect() as conn:
+                conn.execute(f"DROP OWNED BY {role}_app, {role}_purge")
+                conn.execute(f"DROP ROLE {role}_app, {role}_purge")

@@ -138,7 +138,12 @@ class PostgresStore:
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         """Apply every NNNN_name.sql of the postgres folder not yet in schema_migrations, in order."""
-        for version, name, script in migrations("postgres"):
+        pending = migrations("postgres")
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() != (None,):
+            # Up to date: nothing to lock or create, so a server role without DDL rights can open the store.
+            applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+            pending = [m for m in pending if m[0] not in applied]
+        for version, name, script in pending:
             # One transaction per migration, under a lock so that servers starting together take turns.
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditledger-migrate:' || current_schema()))")
@@ -195,12 +200,55 @@ class PostgresStore:
                             made.append(name)
                 except psycopg.errors.CheckViolation:
                     log.info("partition %s not created: events_default holds rows of that month", name)
+                except psycopg.errors.InsufficientPrivilege:
+                    # A server role that does not own `events` (the documented deployment) cannot
+                    # create partitions: `auditledger db upgrade` does, run by the owner. Until then
+                    # rows go to events_default; try again in a day.
+                    log.warning("cannot create partition %s as this role; run `auditledger db upgrade`", name)
+                    self._partitions_until = time.time_ns() // 1000 + 86_400_000_000 * 8
+                    return made
                 except psycopg.Error as exc:
                     raise _fail(f"creating partition {name}", self._shown, exc) from None
                 month = following
             if end is None:
                 self._partitions_until = max(self._partitions_until, _micros(stop))
         return made
+
+    def reclaim_space(self, before: datetime | None = None) -> list[str]:
+        """Drop past monthly partitions that purge has emptied (retention's hook); the dropped names.
+
+        Only whole months that end by ``before`` (default: the start of this month) and hold no
+        row go; leaves and heads are untouched, so the ledger verifies as before.
+        """
+        limit = _micros(month_start(time.time_ns() // 1000))
+        if before is not None:
+            limit = min(limit, int(before.timestamp() * 1_000_000))
+        dropped: list[str] = []
+        rows = self._query(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass('events') AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'",
+            (),
+        )
+        with self._partition_lock, self._pool.connection() as conn:
+            for name, bound in rows:
+                upper = int(str(bound).rsplit("TO ('", 1)[1].split("'")[0])
+                if upper > limit:
+                    continue
+                try:
+                    with conn.transaction():
+                        table = sql.Identifier(name)
+                        if conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone() is None:
+                            conn.execute(sql.SQL("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                            if conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone() is None:
+                                conn.execute(sql.SQL("DROP TABLE {}").format(table))
+                                dropped.append(name)
+                except psycopg.errors.InsufficientPrivilege:
+                    log.warning("cannot drop partition %s as this role; the owner's `db upgrade` role can", name)
+                    break
+                except psycopg.Error as exc:
+                    raise _fail(f"dropping partition {name}", self._shown, exc) from None
+        return dropped
 
     def partitions(self) -> list[str]:
         rows = self._query(
