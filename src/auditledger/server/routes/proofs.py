@@ -41,7 +41,8 @@ def signer_of(settings: Settings) -> tree.Signer | None:
 
 def witness_of(settings: Settings) -> tree.Witness | None:
     return tree.witnesses(
-        tree.directory_witness(settings.witness_dir) if settings.witness_dir else None, tree.shipping_witness(settings.witness_shipper)
+        tree.directory_witness(settings.witness_dir) if settings.witness_dir else None,
+        tree.shipping_witness(settings.witness_shipper),
     )
 
 
@@ -96,14 +97,16 @@ def get_checkpoint(
 ) -> dict[str, Any]:
     check_tenant(tenant)
     signer = signer_of(settings)
-    if signer is not None:
+    has_events = any(h.tenant == tenant and h.size > 0 for h in ledger.store.heads())
+    if signer is not None and has_events:  # never store checkpoints for tenant names nobody wrote to
         cp: tree.StoredCheckpoint | None = tree.make_checkpoint(
             ledger.store, tenant, signer, witness=witness_of(settings)
         )
     else:
         cp = tree.latest_checkpoint(ledger.store, tenant)
     if cp is None:
-        raise NotFoundError(f"tenant {tenant!r} has no checkpoint yet and no signing key is configured")
+        why = "no signing key is configured" if signer is None else "it has no events"
+        raise NotFoundError(f"tenant {tenant!r} has no checkpoint yet: {why}")
     return {
         "tenant": tenant,
         "size": cp.size,
