@@ -45,7 +45,8 @@ def _signer(key_file: Path | None) -> tree.Signer:
 def _witness() -> tree.Witness | None:
     conf = settings.load()
     return tree.witnesses(
-        tree.directory_witness(conf.witness_dir) if conf.witness_dir else None, tree.shipping_witness(conf.witness_shipper)
+        tree.directory_witness(conf.witness_dir) if conf.witness_dir else None,
+        tree.shipping_witness(conf.witness_shipper),
     )
 
 
