@@ -154,3 +154,25 @@ def test_the_documented_roles_cannot_change_the_ledger() -> None:
             with admin_connect() as conn:
                 conn.execute(f"DROP OWNED BY {role}_app, {role}_purge")
                 conn.execute(f"DROP ROLE {role}_app, {role}_purge")
+
+
+def test_reclaim_space_drops_only_emptied_past_months() -> None:
+    """A past month's partition is dropped once purge emptied it; one still holding rows stays; verify passes."""
+    with pg_schema() as url, AuditLog.open(url) as log:
+        store = log.store
+        assert isinstance(store, PostgresStore)
+        now = datetime.now(UTC)
+        old, older = now - timedelta(days=95), now - timedelta(days=160)
+        store.ensure_partitions(int(older.timestamp() * 1e6), int(old.timestamp() * 1e6) + 1)
+        event = {"resource_type": "FLOW", "action": "READ", "actor": {"type": "USER", "id": "a"}}
+        log.backfill([event, event], [older, old], tenant="history")
+        with store.write() as txn:
+            txn.execute("UPDATE purge_gate SET open = 1")
+            txn.execute("DELETE FROM details WHERE tenant = 'history' AND seq = 0")
+            txn.execute("DELETE FROM events WHERE tenant = 'history' AND seq = 0")
+            txn.execute("UPDATE leaves SET purged = 1 WHERE tenant = 'history' AND seq = 0")
+            txn.execute("UPDATE purge_gate SET open = 0")
+        dropped = store.reclaim_space(None)
+        assert f"events_{older:%Y_%m}" in dropped and f"events_{old:%Y_%m}" not in dropped
+        assert f"events_{now:%Y_%m}" in store.partitions()
+        assert log.verify().purged == {"history": 1}
