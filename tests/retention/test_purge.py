@@ -1,0 +1,185 @@
+"""Purge removes exactly the matching payloads, keeps the ledger provable, and respects holds and age."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from auditledger import Actor, AuditLog, ValidationError
+from auditledger.retention import Retention, purge_filter
+from auditledger.tree import Tree
+from tests.retention.conftest import TENANTS, Base
+
+ADMIN = Actor.user("root@acme.io")
+
+
+def _remaining(log: AuditLog) -> set[str]:
+    return {e.id for tenant in TENANTS for e in log.iter_search(tenant=tenant) if e.resource_type != "AUDITLOG"}
+
+
+def _combos() -> list[tuple[bool, ...]]:
+    return list(itertools.product([False, True], repeat=5))
+
+
+@pytest.mark.slow
+def test_every_filter_combination_removes_exactly_the_matching_events(base_ledger: Base, tmp_path: Path) -> None:
+    """All 32 combinations of startDate, namespace, resources, actions, tenant purge what brute force selects."""
+    _check_combos(base_ledger, tmp_path, _combos())
+
+
+def test_representative_filter_combinations_remove_exactly_the_matching_events(
+    base_ledger: Base, tmp_path: Path
+) -> None:
+    """No filter, every filter, and two mixed combinations purge what a brute-force filter selects."""
+    combos = _combos()
+    _check_combos(base_ledger, tmp_path, [combos[0], combos[-1], combos[10], combos[21]])
+
+
+def _check_combos(base_ledger: Base, tmp_path: Path, combos: list[tuple[bool, ...]]) -> None:
+    now = base_ledger.now
+    for i, (start, ns, res, act, tenant) in enumerate(combos):
+        target = tmp_path / f"c{i}.db"
+        shutil.copy(base_ledger.path, target)
+        with AuditLog.open(f"sqlite:///{target}") as log:
+            flt = purge_filter(
+                now - timedelta(days=20),
+                start_date=now - timedelta(days=70) if start else None,
+                namespace="company.team" if ns else None,
+                resources=["FLOW", "EXECUTION", "KVSTORE"] if res else None,
+                types=["CREATE", "UPDATE", "DELETE"] if act else None,
+                tenant="main" if tenant else None,
+            )
+            expected = {
+                e.id
+                for e in base_ledger.events
+                if (flt.tenant is None or e.tenant == flt.tenant)
+                and flt.matches(e.date, e.resource_type, e.action, e.details)
+            }
+            retention = Retention(log)
+            dry = retention.purge(flt, dry_run=True, actor=ADMIN)
+            assert dry.count == len(expected), (i, flt)
+            result = retention.purge(flt, actor=ADMIN)
+            assert result.count == len(expected), (i, flt)
+            assert len(expected) > 0 or ns  # the demo data makes most combinations non-empty
+            left = _remaining(log)
+            assert left == {e.id for e in base_ledger.events} - expected, (i, flt)
+            report = log.verify()
+            assert sum(report.purged.values()) == len(expected)
+
+
+def test_dry_run_changes_nothing(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """A dry run reports the count but removes nothing and records nothing."""
+    before = copy_ledger.store.heads()
+    result = Retention(copy_ledger).purge(purge_filter(base_ledger.now - timedelta(days=30)), dry_run=True)
+    assert result.count > 0
+    assert copy_ledger.store.heads() == before
+    assert sum(copy_ledger.verify().purged.values()) == 0
+
+
+def test_purge_is_recorded_as_an_auditlog_delete_event(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """The purge appends AUDITLOG/DELETE carrying its filter, count and actor."""
+    result = Retention(copy_ledger).purge(
+        purge_filter(base_ledger.now - timedelta(days=30), namespace="company"), actor=ADMIN
+    )
+    (event,) = list(copy_ledger.iter_search("resource:AUDITLOG action:DELETE"))
+    assert event.actor.id == "root@acme.io"
+    assert event.details["count"] == str(result.count)
+    assert event.details["purgedNamespace"] == "company"
+    assert event.after["filter"]["namespace"] == "company"
+    assert result.event_ids == [event.id]
+
+
+def test_recent_events_survive_without_force(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """Without force the end date is clipped to the minimum retention age; force lifts it."""
+    now = base_ledger.now
+    retention = Retention(copy_ledger, min_age=timedelta(days=7))
+    result = retention.purge(purge_filter(now), actor=ADMIN)
+    assert result.clipped
+    cutoff = now - timedelta(days=7)
+    recent = {e.id for e in base_ledger.events if e.tenant == "main" and e.date >= cutoff}
+    assert recent and recent <= _remaining(copy_ledger)
+    assert not any(e.date < cutoff for e in copy_ledger.iter_search() if e.resource_type != "AUDITLOG")
+    forced = retention.purge(purge_filter(now), actor=ADMIN, force=True)
+    assert not forced.clipped
+    assert forced.count == len(recent)
+    copy_ledger.verify()
+
+
+def test_held_events_survive_until_released(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """A legal hold protects its matching events from a purge; after release they can be purged."""
+    retention = Retention(copy_ledger)
+    hold = retention.create_hold("resource:SECRET", "litigation 2026-17", actor=ADMIN)
+    secrets = {e.id for e in base_ledger.events if e.tenant == "main" and e.resource_type == "SECRET"}
+    assert secrets
+    result = retention.purge(purge_filter(base_ledger.now - timedelta(days=10)), actor=ADMIN)
+    assert result.held > 0
+    assert secrets <= _remaining(copy_ledger)
+    assert [h.id for h in retention.holds()] == [hold.id]
+    retention.release_hold(hold.id, actor=ADMIN)
+    assert retention.holds() == []
+    retention.purge(purge_filter(base_ledger.now - timedelta(days=10)), actor=ADMIN)
+    old = {e.id for e in base_ledger.events if e.date < base_ledger.now - timedelta(days=10)}
+    assert not (secrets & old & _remaining(copy_ledger))
+    kinds = [(e.resource_type, e.action) for e in copy_ledger.iter_search("resource:LEGAL_HOLD", order="asc")]
+    assert kinds == [("LEGAL_HOLD", "CREATE"), ("LEGAL_HOLD", "DELETE")]
+    copy_ledger.verify()
+
+
+def test_a_bad_hold_query_or_reason_is_refused(copy_ledger: AuditLog) -> None:
+    """Holds need a query that parses and a reason."""
+    retention = Retention(copy_ledger)
+    with pytest.raises(ValidationError):
+        retention.create_hold("resource:", "x")
+    with pytest.raises(ValidationError, match="reason"):
+        retention.create_hold("resource:FLOW", " ")
+
+
+def test_tree_roots_are_unchanged_by_purge(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """Leaf hashes stay, so the Merkle root at every earlier size is the same after a purge."""
+    sizes = [1, 100, 333, TENANTS["main"]]
+    before = [Tree.current(copy_ledger.store, "main").root_at(n) for n in sizes]
+    Retention(copy_ledger).purge(purge_filter(base_ledger.now - timedelta(days=8)), actor=ADMIN)
+    tree = Tree.current(copy_ledger.store, "main")
+    assert [tree.root_at(n) for n in sizes] == before
+    copy_ledger.verify()
+
+
+def test_the_store_still_refuses_deletes_after_a_purge(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """The purge gate is shut again once the purge committed."""
+    Retention(copy_ledger).purge(purge_filter(base_ledger.now - timedelta(days=30)), actor=ADMIN)
+    path = copy_ledger.store.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="only be removed by purge"):
+        conn.execute("DELETE FROM events")
+    conn.close()
+
+
+def test_bad_filters_are_refused() -> None:
+    """Dates must be ISO 8601 with a zone, start before end, names well formed, types or actions not both."""
+    with pytest.raises(ValidationError, match="endDate"):
+        purge_filter("yesterday")
+    with pytest.raises(ValidationError, match="no time zone"):
+        purge_filter("2026-01-01T00:00:00")
+    with pytest.raises(ValidationError, match="startDate"):
+        purge_filter("2026-01-01T00:00:00Z", start_date="2026-02-01T00:00:00Z")
+    with pytest.raises(ValidationError, match="resources"):
+        purge_filter("2026-01-01T00:00:00Z", resources=["flow"])
+    with pytest.raises(ValidationError, match="types"):
+        purge_filter("2026-01-01T00:00:00Z", types=["CREATE"], actions=["DELETE"])
+
+
+def test_a_large_purge_shrinks_the_database(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """After purging most events the space in use and the file both shrink (incremental vacuum)."""
+    retention = Retention(copy_ledger, reclaim_threshold=1)
+    before = retention.file_bytes()
+    result = retention.purge(purge_filter(base_ledger.now - timedelta(days=8)), actor=ADMIN)
+    after = retention.file_bytes()
+    assert before is not None and after is not None
+    assert result.bytes_after is not None and result.bytes_before is not None
+    assert result.bytes_after < result.bytes_before
+    assert after < before * 0.6
