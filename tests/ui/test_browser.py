@@ -93,8 +93,8 @@ def test_filter_by_typing_namespace(tab: Tab) -> None:
     tab.sign_in("auditor")
     before = tab.page.inner_text(".count")
     tab.page.fill("#q", "namespace:company.finance")
-    tab.page.press("#q", "Enter")
-    tab.page.wait_for_load_state()
+    with tab.page.expect_navigation():
+        tab.page.press("#q", "Enter")
     assert _q(tab.page.url) == "namespace:company.finance"
     assert tab.page.inner_text(".count") != before
     found = _namespaces(tab)
