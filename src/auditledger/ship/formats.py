@@ -35,20 +35,28 @@ DEFAULT_SD_ID = "auditledger@32473"
 _BOM = "\ufeff"
 
 
-@dataclass(slots=True)
 class Record:
-    """One event to ship: its position, id, date (µs) and canonical bytes."""
+    """One event to ship: its position, id, date (µs), canonical bytes and leaf hash.
 
-    seq: int
-    id: str
-    date: int
-    body: bytes
-    leaf_hash: bytes = b""
-    _obj: dict[str, Any] | None = None
+    The leaf hash is the ledger's own when the shipper read it from the store,
+    and is computed from the bytes (RFC 9162 §2.1.1) only when not given.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.leaf_hash:
-            self.leaf_hash = hashlib.sha256(b"\x00" + self.body).digest()
+    __slots__ = ("_leaf", "_obj", "body", "date", "id", "seq")
+
+    def __init__(self, seq: int, id: str, date: int, body: bytes, leaf_hash: bytes | None = None) -> None:
+        self.seq = seq
+        self.id = id
+        self.date = date
+        self.body = body
+        self._leaf = leaf_hash or None
+        self._obj: dict[str, Any] | None = None
+
+    @property
+    def leaf_hash(self) -> bytes:
+        if self._leaf is None:
+            self._leaf = hashlib.sha256(b"\x00" + self.body).digest()
+        return self._leaf
 
     def event(self) -> dict[str, Any]:
         """The native record as a dict (parsed once)."""
@@ -60,7 +68,7 @@ class Record:
 
     @property
     def iso_date(self) -> str:
-        return datetime.fromtimestamp(self.date / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self.datetime.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     @property
     def datetime(self) -> datetime:
