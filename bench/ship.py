@@ -66,7 +66,9 @@ def timed(log: AuditLog, spec: dict[str, object], key: str) -> tuple[int, float,
 
 
 def report(name: str, n: int, wall: float, cpu: float) -> None:
-    print(f"{name:<18} {n:>9,} events  wall {wall:6.2f} s {n / wall:>9,.0f} ev/s  cpu {cpu:6.2f} s {n / cpu:>9,.0f} ev/s")
+    print(
+        f"{name:<18} {n:>9,} events  wall {wall:6.2f} s {n / wall:>9,.0f} ev/s  cpu {cpu:6.2f} s {n / cpu:>9,.0f} ev/s"
+    )
 
 
 def main() -> None:
@@ -84,10 +86,23 @@ def main() -> None:
         print(f"recorded {args.events:,} events in {time.perf_counter() - t:.1f} s")
     base = {"batchSize": args.batch}
     if args.only in (None, "file"):
-        for name, extra in (("ndjson", {}), ("ndjson+gzip", {"gzip": True, "gzipLevel": 1}),
-                            ("ecs ndjson", {"format": "ecs"})):
-            spec = {**base, "logExporters": [{"id": "f", "type": "file", "directory": str(tmp / name.replace(" ", "_")),
-                                              "maxLinesPerFile": 1_000_000, **extra}]}
+        for name, extra in (
+            ("ndjson", {}),
+            ("ndjson+gzip", {"gzip": True, "gzipLevel": 1}),
+            ("ecs ndjson", {"format": "ecs"}),
+        ):
+            spec = {
+                **base,
+                "logExporters": [
+                    {
+                        "id": "f",
+                        "type": "file",
+                        "directory": str(tmp / name.replace(" ", "_")),
+                        "maxLinesPerFile": 1_000_000,
+                        **extra,
+                    }
+                ],
+            }
             n, s, c = timed(log, spec, "bench-file-" + name.replace(" ", "-").replace("+", "-"))
             report(f"file {name}", n, s, c)
     if args.only in (None, "http"):
