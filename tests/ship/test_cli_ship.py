@@ -95,3 +95,18 @@ def test_progress_shows_rate_and_lag_on_a_terminal(
     assert proc.wait(60) == 0
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert "files" in screen and "ev/s" in screen and "lag 0" in screen and "120/120" in screen
+
+
+def test_the_documented_kestra_example_builds(tmp_path: Path) -> None:
+    """The YAML example of docs/shipping.md parses and builds every exporter (nothing sent)."""
+    from auditledger.cli.ship import load_config
+    from auditledger.ship import Shipper
+
+    doc = (Path(__file__).parents[2] / "docs" / "shipping.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "flow.yaml"
+    config.write_text(example)
+    secrets = {"DATADOG_API_KEY": "k", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_KEY_ID": "s"}
+    shipper = Shipper(AuditLog.open("memory://"), load_config(config), secrets=secrets)
+    assert [e.name for e in shipper.exporters] == ["datadog", "cloudwatch", "s3"]
+    assert shipper.spec.resources == ("FLOW", "EXECUTION")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import orjson
 
 from auditledger.ship.exporters.base import DeliveryError, HttpExporter, gzipped, sized_chunks
-from auditledger.ship.formats import JSON_FORMATS, Record, json_formatter
+from auditledger.ship.formats import JSON_FORMATS, Record, line_formatter
 from auditledger.ship.spec import Props
 
 MAX_ITEMS = 1000
@@ -32,7 +32,8 @@ class DatadogExporter(HttpExporter):
         self.service = props.text("service", "auditledger")
         self.tags = ",".join(props.texts("tags")) or f"tenant:{self.tenant}"
         self.hostname = props.text("hostname", socket.gethostname())
-        self.fmt = json_formatter(props.choice("format", JSON_FORMATS, "native"), f"{props.where}.format")
+        fmt = props.choice("format", JSON_FORMATS, "native")
+        self.line = line_formatter(fmt, f"{props.where}.format")  # the message is the record's JSON text
         self.compress = props.boolean("gzip", True)
         self.http_options(props)
 
@@ -44,7 +45,7 @@ class DatadogExporter(HttpExporter):
                     "ddtags": self.tags,
                     "hostname": self.hostname,
                     "service": self.service,
-                    "message": orjson.dumps(self.fmt(r)).decode(),
+                    "message": self.line(r).decode(),
                 }
             )
             for r in records
