@@ -111,7 +111,9 @@ def test_unsafe_numbers_are_refused() -> None:
 def test_nul_and_unknown_fields() -> None:
     """NUL characters and unknown fields are refused by name."""
     assert refused(good(details={"k": "a\x00b"})).field == "details.k"
-    assert refused(good(color="red")).field == "color"
+    err = refused(good(color="red"))
+    assert err.field == "event" and "'color'" in err.message
+    assert "''" in refused(good(**{"": 1})).message
 
 
 def test_invalid_unicode_is_refused() -> None:

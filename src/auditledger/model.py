@@ -352,7 +352,7 @@ def check_actor(value: object) -> Actor:
         raise ValidationError("actor", f"expected an object, got {_kind(value)}")
     unknown = set(raw) - {"type", "id", "name", "ip", "user_agent", "impersonated_by"}
     if unknown:
-        raise ValidationError(f"actor.{sorted(unknown)[0]}", "unknown field")
+        raise ValidationError("actor", f"unknown field {str(sorted(map(str, unknown))[0])[:64]!r}")
     kind = raw.get("type")
     try:
         actor_type = ActorType(str(kind))
@@ -550,7 +550,8 @@ def event_input(raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LI
     elif isinstance(raw, Mapping):
         data = raw
         if not data.keys() <= _INPUT_FIELDS:
-            raise ValidationError(sorted(set(data) - _INPUT_FIELDS)[0], "unknown field")
+            unknown = sorted(str(k) for k in set(data) - _INPUT_FIELDS)[0]
+            raise ValidationError("event", f"unknown field {unknown[:64]!r}")
     else:
         raise ValidationError("event", f"expected an object, got {_kind(raw)}")
     raw_outcome = data.get("outcome") or "success"
