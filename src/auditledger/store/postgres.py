@@ -117,7 +117,10 @@ class PostgresStore:
             conninfo,
             min_size=low,
             max_size=high,
-            kwargs={"autocommit": True},
+            # No server-side prepared statements: after five runs PostgreSQL may switch a prepared
+            # search to one generic plan, which is 10x slower for values unlike the first ones
+            # (a common flowId after rare ones). Planning each search with its values is cheaper.
+            kwargs={"autocommit": True, "prepare_threshold": None},
             check=ConnectionPool.check_connection,  # a restarted server leaves dead connections behind
             name=f"auditledger-{uuid.uuid4().hex[:8]}",
             open=False,
