@@ -153,7 +153,8 @@ def test_timeline_counts_match_the_events() -> None:
     with AuditLog.open("memory://") as log:
         dates = [now - timedelta(hours=h, minutes=7) for h in range(30, 0, -1)]
         raws = [
-            {"resource_type": "FLOW" if i % 3 else "SECRET", "action": "UPDATE", "actor": {"type": "USER", "id": "a"}}
+            {"resource_type": "FLOW" if i % 3 else "SECRET", "action": "UPDATE", "actor": {"type": "USER", "id": "a"},
+             "details": {"namespace": "a" if i % 2 else "b"}}
             for i in range(30)
         ]
         log.backfill(raws, dates)
@@ -163,6 +164,9 @@ def test_timeline_counts_match_the_events() -> None:
         flows = timeline.build(log, parse("resource:FLOW"), "main", now)
         assert flows is not None and flows.total == 20
         assert timeline.build(log, parse("resource:USER"), "main", now) is None
+        by_details = timeline.build(log, parse("namespace:a resource:FLOW"), "main", now)  # the facets path
+        assert by_details is not None and by_details.total == 10
+        assert sorted({b.count for b in by_details.bars}) == [0, 1]  # one event per hour, never split or doubled
         started = time.perf_counter()
         ranged = timeline.build(log, parse("after:-6h", now=now), "main", now)
         assert ranged is not None and ranged.total == 5  # 1h07 ... 5h07 ago

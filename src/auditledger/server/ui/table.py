@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import orjson
 from fastapi import APIRouter, Form, Request
@@ -68,12 +68,13 @@ def _controls_text(q: str, resource: list[str], action: list[str], actor: str, a
 
 def row_view(event: Event, q: str, links: render.ResourceLinks, now: datetime) -> dict[str, Any]:
     tags = []
+    base = f"/ui/t/{quote(event.tenant, safe='')}?q="
     for key, value in event.details.items():
         try:
-            href = render.add_term(q, render.tag_term(key, value))
+            href: str | None = base + quote_plus(render.add_term(q, render.tag_term(key, value)))
         except ValidationError:
             href = None
-        tags.append({"key": key, "value": value, "q": href})
+        tags.append({"key": key, "value": value, "href": href})
     return {
         "event": event,
         "kind": render.ACTOR_KINDS[str(event.actor.type)],

@@ -2,10 +2,11 @@
 
 The span is the query's date range, or from the oldest matching event to now;
 it is cut into at most :data:`MAX_BUCKETS` buckets of a round size (a minute
-up to a week) so that a bar reads as "this hour" or "that day". Counts come
-from ``ledger.count`` per bucket (each an index range scan), so the histogram
-is exact up to ``cap`` per bucket and costs one count per bar; the page loads
-it after the table, never in the way of the first rows.
+up to a week) so that a bar reads as "this hour" or "that day". Without
+details terms each bar is one ``ledger.count`` over a date range, a range scan
+of the date index; with details terms, whose subquery would be re-run for
+every bar, the store's ``facets`` counts all bars in one pass. The page loads
+the histogram after the table, never in the way of the first rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from auditledger.ledger import AuditLog
 from auditledger.model import to_micros
-from auditledger.query import Query
+from auditledger.query import Field, Query
 
 MAX_BUCKETS = 48
 _SIZES = tuple(
@@ -61,6 +62,21 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros - micros % size)
 
 
+def _counts(
+    ledger: AuditLog, query: Query, tenant: str, edges: list[datetime], start: datetime, end: datetime,
+    step: timedelta, cap: int,
+) -> list[int]:
+    if any(t.field is Field.DETAIL for t in query.terms):
+        size = int(step.total_seconds() * 1_000_000)
+        facets = ledger.store.facets(tenant, Query(query.terms, start, end, query.any_of), bucket_micros=size)
+        found = dict(facets.timeline)
+        return [found.get(to_micros(lo), 0) for lo in edges]
+    return [
+        ledger.count(Query(query.terms, max(lo, start), min(lo + step, end), query.any_of), tenant=tenant, cap=cap)
+        for lo in edges
+    ]
+
+
 def build(
     ledger: AuditLog, query: Query, tenant: str, now: datetime, *, cap: int = 1_000_000
 ) -> Timeline | None:
@@ -80,10 +96,7 @@ def build(
     while edge < end:
         edges.append(edge)
         edge += step
-    counts: list[int] = []
-    for lo in edges:
-        bucket = Query(query.terms, max(lo, start), min(lo + step, end), query.any_of)
-        counts.append(ledger.count(bucket, tenant=tenant, cap=cap))
+    counts = _counts(ledger, query, tenant, edges, start, end, step, cap)
     peak = max(counts, default=0)
     if peak == 0:
         return None
