@@ -7,6 +7,7 @@ the events we recorded, so both stores are held to the same meaning.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -364,3 +365,18 @@ def test_portable_sql_runs_the_same_on_every_store(log: AuditLog) -> None:
     assert log.store.query("SELECT name, n FROM feature_things ORDER BY name") == [("a", 1), ("b", 12)]
     with pytest.raises(StoreError):
         log.store.query("SELECT * FROM no_such_table")
+
+
+def test_facets_count_every_match_by_field_and_bucket(log: AuditLog) -> None:
+    """facets counts resource types, actions, actor types and hourly buckets exactly as the reference does."""
+    start = populate(log, 60)
+    query = parse("namespace:company")
+    events = [e for e in log.iter_search(tenant="main") if reference(e, query)]
+    facets = log.store.facets("main", query, bucket_micros=3_600_000_000 * 6)
+    assert facets.resource_type == dict(Counter(e.resource_type for e in events))
+    assert facets.action == dict(Counter(e.action for e in events))
+    assert facets.actor_type == dict(Counter(str(e.actor.type) for e in events))
+    assert sum(n for _, n in facets.timeline) == len(events)
+    assert [b for b, _ in facets.timeline] == sorted(b for b, _ in facets.timeline)
+    assert facets.timeline[0][0] <= to_micros(start) + 3_600_000_000 * 6
+    assert list(facets.resource_type.values()) == sorted(facets.resource_type.values(), reverse=True)

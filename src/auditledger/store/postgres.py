@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Query
-from auditledger.store import Cursor, Head, LeafRow, Order, Row
+from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row
 from auditledger.store.postgres_sql import DETAIL_KEYS, has_text, portable, where_clause
 from auditledger.store.sqlite import migrations
 
@@ -326,6 +326,26 @@ class PostgresStore:
         params.append(int(cap) + 1)
         rows = self._query(f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {where} LIMIT %s) s", params, read=True)
         return int(rows[0][0])
+
+    def facets(self, tenant: str | None, query: Query, *, bucket_micros: int) -> Facets:
+        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+
+        def counts(column: str) -> dict[str, int]:
+            text = f"SELECT {column}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
+            return {str(k): int(n) for k, n in self._query(text, params, read=True)}
+
+        step = max(1, int(bucket_micros))  # an int, so it can be written into the SQL
+        timeline = self._query(
+            f"SELECT (e.date / {step}) * {step}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 1",
+            params,
+            read=True,
+        )
+        return Facets(
+            counts("e.resource_type"),
+            counts("e.action"),
+            counts("e.actor_type"),
+            [(int(b), int(n)) for b, n in timeline],
+        )
 
     def _keys_for(self, tenant: str | None, query: Query) -> list[str]:
         if not has_text(query):
