@@ -137,6 +137,7 @@ class Tree:
         self.tenant = tenant
         self.size, self.frontier = _read_head(query, tenant)
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._tiles: dict[tuple[int, int], list[bytes]] = {}
 
     @classmethod
     def current(cls, store: Store, tenant: str) -> Tree:
@@ -159,6 +160,33 @@ class Tree:
             raise StoreError(f"tenant {self.tenant!r}: tree storage lacks hashes of level {level} in [{lo}, {hi})")
         return found
 
+    def _tile(self, base: int, tile: int) -> list[bytes]:
+        """The stored hashes of level ``base`` in tile ``tile`` (up to 16, fewer at the right edge), cached.
+
+        A proof's siblings at levels ``base`` to ``base + 3`` all lie in one such
+        tile, so reading it whole makes one query serve four levels.
+        """
+        key = (base, tile)
+        cached = self._tiles.get(key)
+        if cached is not None:
+            return cached
+        lo = tile << TILE_HEIGHT
+        if base == 0:
+            sql = "SELECT seq, hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq"
+            params: list[Any] = [self.tenant, lo, lo + (1 << TILE_HEIGHT)]
+        else:
+            sql = (
+                "SELECT idx, hash FROM tree_nodes WHERE tenant = ? AND level = ? AND idx >= ? AND idx < ? ORDER BY idx"
+            )
+            params = [self.tenant, base, lo, lo + (1 << TILE_HEIGHT)]
+        found: list[bytes] = []
+        for idx, h in self._query(sql, params):
+            if idx != lo + len(found):
+                break  # a gap: only the contiguous prefix is usable
+            found.append(bytes(h))
+        self._tiles[key] = found
+        return found
+
     def perfect(self, level: int, index: int) -> bytes:
         """The hash of the perfect subtree over leaves ``[index * 2**level, (index + 1) * 2**level)``."""
         key = (level, index)
@@ -166,9 +194,16 @@ class Tree:
         if cached is not None:
             return cached
         base = level - level % TILE_HEIGHT
-        lo = index << (level - base)
-        hashes = self._hashes(base, lo, lo + (1 << (level - base)))
-        h = hashes[0] if len(hashes) == 1 else merkle.root(hashes)
+        first = index << (level - base)  # its first node at level ``base``
+        tile = first >> TILE_HEIGHT
+        offset = first - (tile << TILE_HEIGHT)
+        hashes = self._tile(base, tile)[offset : offset + (1 << (level - base))]
+        if len(hashes) != 1 << (level - base):
+            raise StoreError(
+                f"tenant {self.tenant!r}: tree storage lacks hashes of level {base} "
+                f"in [{first}, {first + (1 << (level - base))})"
+            )
+        h = _perfect_levels(hashes, level - base)[-1][0]
         self._cache[key] = h
         return h
 

@@ -141,6 +141,6 @@ def test_proof_routes_need_the_auditor_role(tmp_path: Path, keyed: tuple[Path, s
         secret, _ = app.state.tokens.create("ingest", "main")
         r = c.get("/api/v1/main/auditlogs/checkpoint", headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 403
-        secret, _ = app.state.tokens.create("auditor", "main")
-        r = c.get("/api/v1/main/auditlogs/checkpoint", headers={"Authorization": f"Bearer {secret}"})
+        secret, _ = app.state.tokens.create("auditor", "quiet")
+        r = c.get("/api/v1/quiet/auditlogs/checkpoint", headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 404 and "no events" in r.json()["message"]  # past auth: the tenant is empty
