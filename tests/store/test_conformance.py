@@ -19,7 +19,7 @@ from auditledger import AuditLog
 from auditledger.errors import StoreError, VerificationError
 from auditledger.model import Event, to_micros
 from auditledger.query import Field, Match, Query, Term, parse
-from auditledger.store import Head
+from auditledger.store import Cursor, Head
 from tests.store.pg import pg_schema
 
 
@@ -380,3 +380,10 @@ def test_facets_count_every_match_by_field_and_bucket(log: AuditLog) -> None:
     assert [b for b, _ in facets.timeline] == sorted(b for b, _ in facets.timeline)
     assert facets.timeline[0][0] <= to_micros(start) + 3_600_000_000 * 6
     assert list(facets.resource_type.values()) == sorted(facets.resource_type.values(), reverse=True)
+
+
+def test_a_tenant_cursor_is_read_by_its_seq(log: AuditLog) -> None:
+    """In one tenant a cursor means "after this seq": a hand-made Cursor(0, tenant, k) pages from k + 1."""
+    log.record_many([sample(i) for i in range(10)])
+    rows = log.store.search("main", Query(), limit=100, after=Cursor(0, "main", 6), order="asc")
+    assert [r.seq for r in rows] == [7, 8, 9]

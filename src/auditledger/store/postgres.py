@@ -308,8 +308,13 @@ class PostgresStore:
             # Within a tenant date grows strictly with seq (verify checks it): ordering by
             # date is ordering by seq, and lets PostgreSQL read the partitions in order.
             if after is not None:
-                where += f" AND e.date {cmp} %s"
-                params.append(after.date)
+                where += f" AND e.seq {cmp} %s"
+                params.append(after.seq)
+                if after.date > 0:
+                    # The page's own date bound, implied by the seq one for every cursor we issue,
+                    # lets a deep page start where it should instead of skipping newer rows.
+                    where += f" AND e.date {cmp} %s"
+                    params.append(after.date)
             order_by = f"e.date {direction}"
         else:
             if after is not None:
