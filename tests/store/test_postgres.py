@@ -172,7 +172,9 @@ def test_reclaim_space_drops_only_emptied_past_months() -> None:
             txn.execute("DELETE FROM events WHERE tenant = 'history' AND seq = 0")
             txn.execute("UPDATE leaves SET purged = 1 WHERE tenant = 'history' AND seq = 0")
             txn.execute("UPDATE purge_gate SET open = 0")
+        used = store.space_used()
         dropped = store.reclaim_space(None)
+        assert 0 < store.space_used() < used
         assert f"events_{older:%Y_%m}" in dropped and f"events_{old:%Y_%m}" not in dropped
         assert f"events_{now:%Y_%m}" in store.partitions()
         assert log.verify().purged == {"history": 1}

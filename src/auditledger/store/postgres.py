@@ -217,6 +217,15 @@ class PostgresStore:
                 self._partitions_until = max(self._partitions_until, _micros(stop))
         return made
 
+    def space_used(self) -> int:
+        """Bytes of this schema's tables with their indexes and TOAST (retention's hook)."""
+        rows = self._query(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+            (),
+        )
+        return int(rows[0][0])
+
     def reclaim_space(self, before: datetime | None = None) -> list[str]:
         """Drop past monthly partitions that purge has emptied (retention's hook); the dropped names.
 
