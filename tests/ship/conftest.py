@@ -90,7 +90,7 @@ def _server(receiver: Receiver) -> ThreadingHTTPServer:
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     server = _server(rec)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     rec.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield rec

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from auditledger import AuditLog
@@ -68,6 +69,7 @@ def test_failures_exit_1_and_config_errors_are_one_line(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_progress_shows_rate_and_lag_on_a_terminal(
     filled: tuple[AuditLog, list[str]], db_url: str, tmp_path: Path
 ) -> None:

@@ -202,7 +202,10 @@ def _google_token(req: Request, public: rsa.RSAPublicKey, scope: str) -> tuple[i
     form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
     assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
     head, claims, sig = form["assertion"].split(".")
-    pad = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+
+    def pad(s: str) -> bytes:
+        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
     public.verify(pad(sig), f"{head}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
     body = orjson.loads(pad(claims))
     assert orjson.loads(pad(head))["alg"] == "RS256" and body["scope"] == scope

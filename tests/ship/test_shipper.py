@@ -12,7 +12,7 @@ import pytest
 from auditledger import AuditLog
 from auditledger.demo import demo_events
 from auditledger.errors import ConfigError
-from auditledger.ship import Shipper, run_shipper, ship_checkpoint
+from auditledger.ship import ProgressEvent, Shipper, run_shipper, ship_checkpoint
 from auditledger.ship import offsets as offset_store
 from tests.ship.conftest import FAST_RETRY, Receiver, Request, fill
 
@@ -192,7 +192,7 @@ def test_ship_checkpoint_goes_to_object_storing_exporters(tmp_path: Path, receiv
 def test_progress_reports_rate_inputs_and_lag(filled: tuple[AuditLog, list[str]], receiver: Receiver) -> None:
     """The progress callback sees the running total and the lag behind the head after each batch."""
     log, _ = filled
-    seen = []
+    seen: list[ProgressEvent] = []
     Shipper(log, {**_webhook(receiver), "batchSize": 50}, progress=seen.append).run()
     assert [(p.shipped, p.lag) for p in seen] == [(50, 70), (100, 20), (120, 0)]
 
