@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     export_max_events: int = Field(
         10_000_000, ge=1, description="Most events one export streams (protects the server from runaway exports)."
     )
+    auth_failures_per_minute: int = Field(
+        30, ge=1, description="Unknown API tokens one source address may present per minute before it gets 429."
+    )
+    audit_reads: bool = Field(
+        False, description="Record every read of the audit log (search, export, event, proofs) as an "
+        "`AUDITLOG`/`READ` event before answering."
+    )
     trust_forwarded_for: bool = Field(
         False,
         description="Take the source IP from `X-Forwarded-For` (only behind a proxy you trust).",

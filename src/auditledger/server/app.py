@@ -109,6 +109,8 @@ def _status(exc: AuditLedgerError) -> tuple[int, dict[str, str]]:
     if isinstance(exc, ValidationError):
         return (400 if exc.field == "body" else 422), {}
     if isinstance(exc, AuthError):
+        if exc.status == 429:
+            return 429, {"Retry-After": str(getattr(exc, "retry_after", 60))}
         return exc.status, ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
     if isinstance(exc, NotFoundError):
         return 404, {}

@@ -12,6 +12,20 @@ The scope is one tenant or ``*`` (every tenant; with ``admin``, an instance
 administrator who may use the cross-tenant ``/api/v1/auditlogs/...`` routes).
 Requests carry ``Authorization: Bearer <token>``; a missing, unknown, expired
 or revoked token is 401, a valid token lacking the role or the tenant is 403.
+Every request looks the token up again, so revocation and expiry take effect
+at once. A source address that presents more than ``auth_failures_per_minute``
+unknown tokens in a minute gets 429 with ``Retry-After`` until its minute is
+over (OWASP ASVS V2.2.1: anti-automation on authentication); revoked, expired
+and malformed credentials are refused but not counted, so that one stale
+client cannot lock out everyone behind the same address.
+
+Creating and revoking a token is itself recorded in the ledger, as a
+``CREDENTIAL`` ``CREATE``/``DELETE`` event in the instance's own tenant
+``access`` (apart from the tenants' events; an instance administrator reads
+it) carrying the token's id, role and scope, never its secret. With
+the ``audit_reads`` setting each read (every route that needs the auditor
+role, and the cross-tenant routes) is recorded too, as ``AUDITLOG``/``READ``,
+before the answer is computed.
 """
 
 from __future__ import annotations
@@ -19,8 +33,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +46,18 @@ from typing import Any
 from fastapi import Request
 
 from auditledger.errors import AuthError, NotFoundError, ValidationError
-from auditledger.model import check_tenant, format_date, from_micros, to_micros
+from auditledger.model import Actor, check_tenant, event_input, format_date, from_micros, to_micros
 from auditledger.store import Store
+
+log = logging.getLogger("auditledger.server.auth")
 
 ROLES = ("ingest", "auditor", "admin")
 ALL_TENANTS = "*"
 TOKEN_PREFIX = "alt_"  # noqa: S105 - a marker, not a secret
+UNKNOWN_TOKEN = "unknown API token"  # noqa: S105 - an error message, not a secret
+# The tenant whose ledger records access management (tokens created and revoked), apart from the
+# tenants' own events: an instance administrator (admin on '*') reads it.
+ACCESS_TENANT = "access"
 
 # Which roles satisfy a required role: admin can do what the others can.
 _SATISFIES = {"ingest": {"ingest", "admin"}, "auditor": {"auditor", "admin"}, "admin": {"admin"}}
@@ -117,14 +140,38 @@ def _info(row: tuple[Any, ...]) -> TokenInfo:
     )
 
 
+CLI_ACTOR = Actor.system("auditledger-cli")
+
+
 class Tokens:
-    """The token table of a store (migration 0003), through the store's portable SQL."""
+    """The token table of a store (migration 0003), through the store's portable SQL.
+
+    ``create`` and ``revoke`` record a ``CREDENTIAL`` event in the ledger on the
+    same store, by ``actor`` (the command line's system actor unless given).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def _audit(self, action: str, info: TokenInfo, actor: Actor | None) -> None:
+        from auditledger.ledger import AuditLog  # the ledger imports the store, not auth
+
+        tenant = ACCESS_TENANT
+        after = {k: v for k, v in info.to_dict().items() if k != "active"}
+        draft = event_input(
+            {
+                "resource_type": "CREDENTIAL",
+                "action": action,
+                "actor": actor or CLI_ACTOR,
+                "details": {"id": info.id, "role": info.role, "tenant": info.tenant, "kind": "api_token"},
+                "after": after,
+            }
+        )
+        AuditLog(self.store).append([(tenant, draft)])
+
     def create(
-        self, role: str, tenant: str, *, name: str | None = None, expires_at: datetime | None = None
+        self, role: str, tenant: str, *, name: str | None = None, expires_at: datetime | None = None,
+        actor: Actor | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new token: returns the secret (shown once, never stored) and its record."""
         check_role(role)
@@ -142,7 +189,9 @@ class Tokens:
                 f"INSERT INTO api_tokens (id, hash, {_COLUMNS.split(', ', 1)[1]}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                 [token_id, hash_token(secret), role, tenant, name, now, expires],
             )
-        return secret, self.get(token_id)
+        info = self.get(token_id)
+        self._audit("CREATE", info, actor)
+        return secret, info
 
     def get(self, token_id: str) -> TokenInfo:
         rows = self.store.query(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", [token_id])
@@ -153,7 +202,7 @@ class Tokens:
     def list(self) -> list[TokenInfo]:
         return [_info(r) for r in self.store.query(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, id")]
 
-    def revoke(self, token_id: str) -> TokenInfo:
+    def revoke(self, token_id: str, *, actor: Actor | None = None) -> TokenInfo:
         with self.store.write() as txn:
             changed = txn.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [_now(), token_id]
@@ -161,6 +210,8 @@ class Tokens:
         info = self.get(token_id)  # NotFoundError when there is no such token
         if not changed and info.revoked_at is None:
             raise NotFoundError(f"no token {token_id!r}")
+        if changed:
+            self._audit("DELETE", info, actor)
         return info
 
     def count_active(self) -> int:
@@ -177,7 +228,7 @@ class Tokens:
             "SELECT id, hash, role, tenant, expires_at, revoked_at FROM api_tokens WHERE hash = ?", [digest]
         )
         if not rows or not hmac.compare_digest(str(rows[0][1]), digest):
-            raise AuthError("unknown API token", 401)
+            raise AuthError(UNKNOWN_TOKEN, 401)
         token_id, _, role, tenant, expires, revoked = rows[0]
         if revoked is not None:
             raise AuthError("the API token was revoked", 401)
@@ -199,21 +250,120 @@ def bearer(request: Request) -> str | None:
     return value.strip()
 
 
+class TooManyFailures(AuthError):
+    """429: this source presented too many bad tokens; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, 429)
+        self.retry_after = retry_after
+
+
+class FailureLimiter:
+    """Failed authentications per source address in a sliding window (memory bounded by ``max_sources``)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0, max_sources: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window_s
+        self.max_sources = max_sources
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, source: str, now: float) -> deque[float] | None:
+        times = self._failures.get(source)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if times is not None and not times:
+            del self._failures[source]
+            return None
+        return times
+
+    def check(self, source: str) -> None:
+        """TooManyFailures while ``source`` is over the limit."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(source, now)
+            if times is not None and len(times) >= self.limit:
+                wait = max(1, int(times[0] + self.window - now + 1))
+                raise TooManyFailures(
+                    f"too many failed authentications from this address ({len(times)} in the last "
+                    f"{self.window:.0f} s); try again in {wait} s",
+                    wait,
+                )
+
+    def failed(self, source: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if source not in self._failures and len(self._failures) >= self.max_sources:
+                # Under a flood of distinct sources drop the oldest entry rather than grow without bound.
+                self._failures.pop(next(iter(self._failures)))
+            times = self._recent(source, now) or self._failures.setdefault(source, deque())
+            times.append(now)
+
+
+def _limiter(request: Request) -> FailureLimiter:
+    limiter: FailureLimiter | None = getattr(request.app.state, "auth_failures", None)
+    if limiter is None:
+        limit = int(getattr(request.app.state.settings, "auth_failures_per_minute", 30))
+        limiter = request.app.state.auth_failures = FailureLimiter(limit)
+    return limiter
+
+
 def principal_of(request: Request) -> Principal:
-    """The caller of ``request`` (cached on the request); AuthError(401) without valid credentials."""
+    """The caller of ``request`` (cached on the request); AuthError(401) without valid credentials.
+
+    Sources over the failure limit get 429 before their token is even looked at.
+    """
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     if request.app.state.settings.insecure_dev:
         found = DEV_PRINCIPAL
     else:
-        token = bearer(request)
-        if token is None:
-            raise AuthError("missing credentials: send 'Authorization: Bearer <token>'", 401)
-        tokens: Tokens = request.app.state.tokens
-        found = tokens.authenticate(token)
+        from auditledger.server.deps import client_ip
+
+        source = client_ip(request)
+        limiter = _limiter(request)
+        limiter.check(source)
+        try:
+            token = bearer(request)
+            if token is None:
+                raise AuthError("missing credentials: send 'Authorization: Bearer <token>'", 401)
+            tokens: Tokens = request.app.state.tokens
+            found = tokens.authenticate(token)
+        except AuthError as exc:
+            # Only guesses count: a revoked, expired or malformed credential is a stale or misconfigured
+            # client, and counting it would lock out everyone behind the same address.
+            if str(exc) == UNKNOWN_TOKEN:
+                limiter.failed(source)
+                # Never the token itself: a log line must not turn into a credential.
+                log.warning("authentication failed from %s: %s", source, exc)
+            raise
     request.state.principal = found
     return found
+
+
+def audit_read(request: Request, principal: Principal, tenant: str | None) -> None:
+    """With the ``audit_reads`` setting, record this read as AUDITLOG/READ and wait for its commit."""
+    if not getattr(request.app.state.settings, "audit_reads", False):
+        return
+    from auditledger.ledger import DEFAULT_TENANT
+
+    query = str(request.url.query)
+    draft = event_input(
+        {
+            "resource_type": "AUDITLOG",
+            "action": "READ",
+            "actor": {"type": "SERVICE_ACCOUNT", "id": principal.token_id},
+            "details": {
+                "method": request.method,
+                "path": request.url.path[:1024],
+                **({"query": query[:1024]} if query else {}),
+                "role": principal.role,
+            },
+        }
+    )
+    writer = request.app.state.writer
+    writer.submit(tenant or DEFAULT_TENANT, [draft]).result(timeout=60)
 
 
 def check_tenant_access(principal: Principal, tenant: str) -> None:
@@ -237,6 +387,8 @@ def require(role: str) -> Callable[[Request], Principal]:
         tenant = request.path_params.get("tenant")
         if isinstance(tenant, str):
             check_tenant_access(principal, tenant)
+        if role == "auditor":
+            audit_read(request, principal, tenant if isinstance(tenant, str) else None)
         return principal
 
     dependency.__name__ = f"require_{role}"
@@ -248,4 +400,5 @@ def require_instance_admin(request: Request) -> Principal:
     principal = principal_of(request)
     if not (principal.has("admin") and principal.tenant == ALL_TENANTS):
         raise AuthError("cross-tenant routes need an admin token with tenant scope '*'", 403)
+    audit_read(request, principal, None)
     return principal
