@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.soak import ServerProcess
 
 from auditledger import AuditLog
 from auditledger import checkpoint as ck
@@ -16,7 +17,6 @@ from auditledger.errors import ConfigError
 from auditledger.server import create_app
 from auditledger.server.auth import Tokens
 from auditledger.settings import Settings
-from bench.soak import ServerProcess
 
 
 @pytest.mark.slow
