@@ -177,6 +177,7 @@ def test_unknown_event_and_static_files(live: Live) -> None:
     """An unknown event id is a 404 page; only the product's own static files are served."""
     with _signed_in(live, "auditor") as client:
         assert client.get("/ui/t/main/events/nope").status_code == 404
+        assert client.get("/ui/t/%3Cscript%3E").status_code == 404
         assert client.get("/ui/static/app.css").status_code == 200
         assert client.get("/ui/static/..%2F__init__.py").status_code == 404
         assert client.get("/ui/static/web.py").status_code == 404

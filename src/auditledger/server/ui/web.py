@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from auditledger.errors import AuthError
 from auditledger.ledger import AuditLog
-from auditledger.model import format_date
+from auditledger.model import TENANT_RE, format_date
 from auditledger.server.auth import DEV_PRINCIPAL, Principal, Tokens
 from auditledger.server.ui import render
 from auditledger.server.ui.session import COOKIE_PATH, SESSION_COOKIE, Sealer
@@ -177,6 +177,8 @@ def viewer(request: Request, tenant: str | None, role: str = "auditor") -> Viewe
         sid = session.sid
     request.state.principal = principal
     who = Viewer(principal, seal.csrf(sid))
+    if tenant is not None and TENANT_RE.fullmatch(tenant) is None:
+        return refuse(request, who, None, f"{tenant[:64]!r} is not a tenant name.", 404)
     if not principal.has(role):
         why = (
             "This token may only send events (role ingest); sign in with an auditor or admin token to read them."
