@@ -56,6 +56,7 @@ def fill(log: AuditLog, n: int) -> None:
 
 def timed(log: AuditLog, spec: dict[str, object], key: str) -> tuple[int, float, float]:
     """Events shipped, wall seconds, and this process's CPU seconds (the shared machine inflates wall time)."""
+    key = key.replace(" ", "-").replace("+", "-")
     offsets.reset(log.store, "main", key)
     start, cpu = time.perf_counter(), time.process_time()
     out = run_shipper(log, {**spec, "offsetKey": key, "lookbackPeriod": "P3650D"})
