@@ -326,19 +326,19 @@ class Retention:
     ) -> list[tuple[int, dict[str, str]]]:
         """Matching (seq, details) in ``[lo, hi)``; the namespace test reads the hashed details."""
         need_body = with_body or flt.namespace is not None
-        sql = f"SELECT seq{', body' if need_body else ''} FROM events WHERE tenant = ? AND seq >= ? AND seq < ?"
-        params: list[Any] = [tenant, lo, hi, date_hi]
-        sql += " AND date < ?"
-        if date_lo is not None:
-            sql += " AND date >= ?"
-            params.append(date_lo)
+        # Only the seq range goes to SQL (dates grow with seq): a date predicate would tempt the
+        # planner into the (tenant, date) index and a scan of everything older, once per batch.
+        sql = f"SELECT seq, date{', body' if need_body else ''} FROM events WHERE tenant = ? AND seq >= ? AND seq < ?"
+        params: list[Any] = [tenant, lo, hi]
         for column, values in (("resource_type", flt.resources), ("action", flt.actions)):
             if values:
                 sql += f" AND {column} IN ({','.join('?' * len(values))})"
                 params += values
         out: list[tuple[int, dict[str, str]]] = []
         for row in txn.query(sql, params):
-            details: dict[str, str] = orjson.loads(row[1])["details"] if need_body else {}
+            if row[1] >= date_hi or (date_lo is not None and row[1] < date_lo):
+                continue
+            details: dict[str, str] = orjson.loads(row[2])["details"] if need_body else {}
             if flt.namespace is not None and not _in_namespace(details.get(_NAMESPACE_KEY), flt.namespace):
                 continue
             out.append((int(row[0]), details))
