@@ -214,3 +214,14 @@ def test_webhook_signature_checks_out(filled: tuple[AuditLog, list[str]], receiv
     receiver.respond = check
     out = run_shipper(log, _webhook(receiver, secret="shared", gzip=True))
     assert out["errors"] == {} and receiver.requests[0].headers["content-encoding"] == "gzip"
+
+
+def test_a_capturing_exporter_instance_can_be_shipped_to(filled: tuple[AuditLog, list[str]]) -> None:
+    """auditledger.testing's CapturingExporter plugs into a Shipper with no logExporters in the spec."""
+    from auditledger.testing import CapturingExporter
+
+    log, ids = filled
+    capture = CapturingExporter()
+    result = Shipper(log, {"offsetKey": "tests"}, exporters=[capture]).run()
+    assert result.ok and [r.id for r in capture.records] == ids
+    assert capture.events[0]["leaf_hash"] == log.get(ids[0]).leaf_hash.hex()

@@ -115,10 +115,12 @@ class Shipper:
         secrets: Secrets | Mapping[str, str] | None = None,
         progress: Progress | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        exporters: Sequence[Exporter] = (),
     ) -> None:
+        """``exporters`` adds ready-made instances (a test's CapturingExporter) beside the spec's own."""
         self.ledger = ledger
         self.store: Store = ledger.store
-        self.spec = spec if isinstance(spec, ShipperSpec) else parse_spec(spec)
+        self.spec = spec if isinstance(spec, ShipperSpec) else parse_spec(spec, exporters_required=not exporters)
         self.tenant = tenant
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
         self.progress = progress
@@ -131,6 +133,10 @@ class Shipper:
             registry.create(e, self.secrets, tenant=tenant, offset_key=self.spec.offset_key)
             for e in self.spec.log_exporters
         ]
+        self.exporters += exporters
+        ids = [e.id for e in self.exporters]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"exporter ids must be unique: they key the offsets (got {ids})")
 
     def run(self, *, now: datetime | None = None) -> ShipResult:
         started = time.perf_counter()

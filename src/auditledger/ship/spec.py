@@ -328,7 +328,7 @@ class ShipperSpec:
         return self.query.and_(Term(Field.RESOURCE, self.resources))
 
 
-def parse_spec(raw: Mapping[str, Any] | str) -> ShipperSpec:
+def parse_spec(raw: Mapping[str, Any] | str, *, exporters_required: bool = True) -> ShipperSpec:
     """Check a shipper spec (a mapping, or YAML text); raise ConfigError naming the property."""
     if isinstance(raw, str):
         try:
@@ -341,7 +341,9 @@ def parse_spec(raw: Mapping[str, Any] | str) -> ShipperSpec:
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown property of the audit log shipper")
     exporters = raw.get("logExporters")
-    if not isinstance(exporters, list) or not exporters:
+    if exporters is None and not exporters_required:
+        exporters = []
+    elif not isinstance(exporters, list) or not exporters:
         raise ConfigError("logExporters: is required: a list of exporters, each with id and type")
     specs: list[ExporterSpec] = []
     seen: set[str] = set()
