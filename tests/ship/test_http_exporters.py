@@ -311,3 +311,26 @@ def test_azure_blob_block_blobs(filled: tuple[AuditLog, list[str]], receiver: Re
     import gzip
 
     assert [orjson.loads(x)["id"] for x in gzip.decompress(next(iter(blobs.values()))).splitlines()] == ids
+
+
+def test_datadog_resends_only_the_chunks_not_accepted(ledger: AuditLog, receiver: Receiver) -> None:
+    """A 2,500-event batch goes as 1,000-log requests; when the second fails, the first is not sent again."""
+    from tests.ship.conftest import fill
+
+    ids = fill(ledger, 2500)
+    sizes: list[int] = []
+    got: list[str] = []
+
+    def datadog(req: Request) -> tuple[int, bytes]:
+        items = orjson.loads(req.body)
+        sizes.append(len(items))
+        if len(sizes) == 2:
+            return 500, b'{"errors":["internal"]}'
+        got.extend(orjson.loads(i["message"])["id"] for i in items)
+        return 202, b"{}"
+
+    receiver.respond = datadog
+    out = run_shipper(ledger, _spec({"type": "datadog", "basePath": receiver.url, "apiKey": "k"}, batchSize=2500))
+    assert out["errors"] == {} and out["offsets"] == {"x": 2500}
+    assert sizes == [1000, 1000, 1000, 500]  # after the failure: the last 1,500 only
+    assert got == ids
