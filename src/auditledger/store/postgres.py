@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Query
 from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row
-from auditledger.store.postgres_sql import DETAIL_KEYS, has_text, portable, where_clause
+from auditledger.store.postgres_sql import DETAIL_KEYS, filtered, has_text, portable
 from auditledger.store.sqlite import migrations
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class PostgresStore:
     def search(
         self, tenant: str | None, query: Query, *, limit: int, after: Cursor | None = None, order: Order = "desc"
     ) -> list[Row]:
-        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+        prefix, where, params = filtered(tenant, query, self._keys_for(tenant, query))
         direction = "DESC" if order == "desc" else "ASC"
         cmp = "<" if order == "desc" else ">"
         if tenant is not None:
@@ -332,25 +332,27 @@ class PostgresStore:
             order_by = f"e.date {direction}, e.tenant {direction}, e.seq {direction}"
         params.append(int(limit))
         return self._rows(
-            f"SELECT {_COLUMNS} FROM events e WHERE {where} ORDER BY {order_by} LIMIT %s", params, read=True
+            f"{prefix}SELECT {_COLUMNS} FROM events e WHERE {where} ORDER BY {order_by} LIMIT %s", params, read=True
         )
 
     def count(self, tenant: str | None, query: Query, *, cap: int) -> int:
-        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+        prefix, where, params = filtered(tenant, query, self._keys_for(tenant, query))
         params.append(int(cap) + 1)
-        rows = self._query(f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE {where} LIMIT %s) s", params, read=True)
+        rows = self._query(
+            f"{prefix}SELECT count(*) FROM (SELECT 1 FROM events e WHERE {where} LIMIT %s) s", params, read=True
+        )
         return int(rows[0][0])
 
     def facets(self, tenant: str | None, query: Query, *, bucket_micros: int) -> Facets:
-        where, params = where_clause(tenant, query, self._keys_for(tenant, query))
+        prefix, where, params = filtered(tenant, query, self._keys_for(tenant, query))
 
         def counts(column: str) -> dict[str, int]:
-            text = f"SELECT {column}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
+            text = f"{prefix}SELECT {column}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
             return {str(k): int(n) for k, n in self._query(text, params, read=True)}
 
         step = max(1, int(bucket_micros))  # an int, so it can be written into the SQL
         timeline = self._query(
-            f"SELECT (e.date / {step}) * {step}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 1",
+            f"{prefix}SELECT (e.date / {step}) * {step}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 1",
             params,
             read=True,
         )

@@ -40,18 +40,43 @@ def has_text(query: Query) -> bool:
     return any(t.field is Field.TEXT for t in query.terms) or any(has_text(q) for q in query.any_of)
 
 
-def where_clause(tenant: str | None, query: Query, keys: Sequence[str] = ()) -> tuple[str, list[Any]]:
-    """The WHERE text (``%s`` placeholders) and parameters of ``query`` over ``events e``."""
+Ctes = list[tuple[str, list[Any]]]
+
+
+def where_clause(
+    tenant: str | None, query: Query, keys: Sequence[str] = (), ctes: Ctes | None = None
+) -> tuple[str, list[Any]]:
+    """The WHERE text (``%s`` placeholders) and parameters of ``query`` over ``events e``.
+
+    With ``ctes``, free words' details lookups are appended there as (SELECT, params) to be
+    run once as ``_w0, _w1 ...`` (see :func:`filtered`); otherwise they are inline subqueries.
+    """
     parts: list[str] = []
     params: list[Any] = []
     if tenant is not None:
         parts.append("e.tenant = %s")
         params.append(tenant)
-    _conjunction(tenant, query, parts, params, keys)
+    _conjunction(tenant, query, parts, params, keys, ctes)
     return (" AND ".join(parts) or "TRUE"), params
 
 
-def _conjunction(tenant: str | None, query: Query, parts: list[str], params: list[Any], keys: Sequence[str]) -> None:
+def filtered(tenant: str | None, query: Query, keys: Sequence[str] = ()) -> tuple[str, str, list[Any]]:
+    """``(WITH prefix, WHERE text, params)``: free words' lookups materialised once.
+
+    A free word is an OR of a details lookup and actor columns, which PostgreSQL cannot turn
+    into a join: inline, its hashed subquery would be rebuilt for every monthly partition.
+    """
+    ctes: Ctes = []
+    where, params = where_clause(tenant, query, keys, ctes)
+    if not ctes:
+        return "", where, params
+    prefix = "WITH " + ", ".join(f"_w{i} AS MATERIALIZED ({sql})" for i, (sql, _) in enumerate(ctes)) + " "
+    return prefix, where, [p for _, cte_params in ctes for p in cte_params] + params
+
+
+def _conjunction(
+    tenant: str | None, query: Query, parts: list[str], params: list[Any], keys: Sequence[str], ctes: Ctes | None
+) -> None:
     if query.after is not None:
         parts.append("e.date >= %s")
         params.append(to_micros(query.after))
@@ -59,7 +84,7 @@ def _conjunction(tenant: str | None, query: Query, parts: list[str], params: lis
         parts.append("e.date < %s")
         params.append(to_micros(query.before))
     for term in query.terms:
-        sql, term_params = _term(tenant, term, keys)
+        sql, term_params = _term(tenant, term, keys, ctes)
         # NOT of a NULL comparison (actor_name) is NULL, which would drop the row.
         parts.append(f"NOT coalesce(({sql}), FALSE)" if term.negate else sql)
         params += term_params
@@ -67,7 +92,7 @@ def _conjunction(tenant: str | None, query: Query, parts: list[str], params: lis
         alternatives = []
         for sub in query.any_of:
             sub_parts: list[str] = []
-            _conjunction(tenant, sub, sub_parts, params, keys)
+            _conjunction(tenant, sub, sub_parts, params, keys, ctes)
             alternatives.append("(" + (" AND ".join(sub_parts) or "TRUE") + ")")
         parts.append("(" + " OR ".join(alternatives) + ")")
 
@@ -102,7 +127,7 @@ def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, 
     return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
 
 
-def _term(tenant: str | None, term: Term, keys: Sequence[str]) -> tuple[str, list[Any]]:
+def _term(tenant: str | None, term: Term, keys: Sequence[str], ctes: Ctes | None) -> tuple[str, list[Any]]:
     if term.field is Field.DETAIL:
         cond, params = _match("d.value", term)
         return _details_in(tenant, f"d.key = %s AND {cond}", [term.key, *params])
@@ -114,6 +139,14 @@ def _term(tenant: str | None, term: Term, keys: Sequence[str]) -> tuple[str, lis
             cond = f"d.key = ANY(%s) AND {cond}"
             params = [list(keys), *params]
         in_details, details_params = _details_in(tenant, cond, params)
+        if ctes is not None:
+            name = f"_w{len(ctes)}"
+            if tenant is not None:
+                ctes.append((f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}", [tenant, *params]))
+                in_details, details_params = f"e.seq IN (SELECT seq FROM {name})", []
+            else:
+                ctes.append((f"SELECT d.tenant, d.seq FROM details d WHERE {cond}", params))
+                in_details, details_params = f"(e.tenant, e.seq) IN (SELECT tenant, seq FROM {name})", []
         actor_cond, actor_params = _match("e.actor_id", term)
         name_cond, name_params = _match("e.actor_name", term)
         return (
