@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         description="A shipper spec (YAML file) whose object-storing exporters (S3 ...) also receive each new "
         "checkpoint, as `checkpoints/TENANT/SIZE.checkpoint`.",
     )
+    secrets_file: str | None = Field(
+        None,
+        description="File the shipper reads `{{ secret('NAME') }}` values from when neither "
+        "`AUDITLEDGER_SECRET_NAME` nor `NAME` is set: YAML/JSON mapping or `NAME=value` lines.",
+    )
     ui_resource_urls: dict[str, str] = Field(
         {},
         description="Web UI \"open resource\" links: JSON object of resource type -> URL template whose "

@@ -129,6 +129,8 @@ class Secrets:
         self._values = dict(values or {})
         self._environ = os.environ if environ is None else environ
         path = file if file is not None else self._environ.get(SECRETS_FILE_ENV)
+        if path is None and environ is None:
+            path = _setting_secrets_file()  # the same setting, also read from a .env file
         self._file: dict[str, str] = _read_secrets_file(Path(path)) if path else {}
         self._used: set[str] = set()
 
@@ -166,6 +168,15 @@ class Secrets:
         for value in sorted(self._used, key=len, reverse=True):
             text = text.replace(value, "****")
         return text
+
+
+def _setting_secrets_file() -> str | None:
+    from auditledger import settings
+
+    try:
+        return settings.load().secrets_file
+    except ConfigError:
+        return None  # another setting is invalid: its own command reports it
 
 
 def _read_secrets_file(path: Path) -> dict[str, str]:
