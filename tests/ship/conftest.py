@@ -63,12 +63,18 @@ def _server(receiver: Receiver) -> ThreadingHTTPServer:
             raw = self.rfile.read(length) if length else b""
             body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
             req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw, body)
+            headers: dict[str, str] = {}
             try:
-                status, payload = receiver.handle(req)
+                answer = receiver.handle(req)
+                status, payload = answer[0], answer[1]
+                if len(answer) > 2:
+                    headers = answer[2]  # type: ignore[misc]
             except AssertionError as exc:  # a wire-format check failed: answer 400 so the test sees it
                 status, payload = 400, f"wire check failed: {exc}".encode()
             try:
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

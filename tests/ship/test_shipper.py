@@ -105,9 +105,7 @@ def test_exhausted_retries_keep_the_offset_and_recover_later(
     assert set(_ids(receiver)) == set(ids)
 
 
-def test_a_refused_batch_is_not_retried_and_not_skipped(
-    filled: tuple[AuditLog, list[str]], receiver: Receiver
-) -> None:
+def test_a_refused_batch_is_not_retried_and_not_skipped(filled: tuple[AuditLog, list[str]], receiver: Receiver) -> None:
     """A 400 is permanent: one attempt, an error reported, the offset unchanged."""
     log, _ = filled
     receiver.failures = [400]
@@ -160,8 +158,11 @@ def test_delete_purges_only_what_every_exporter_shipped(ledger: AuditLog, tmp_pa
     """delete: true purges shipped events through retention (older than its minimum age); payloads go, leaves stay."""
     now = datetime.now(UTC)
     receipts = ledger.backfill(list(demo_events(20, seed=2)), [now - timedelta(days=30)] * 20)
-    spec = {"logExporters": [{"id": "f", "type": "file", "directory": str(tmp_path)}], "delete": True,
-            "lookbackPeriod": "P60D"}
+    spec = {
+        "logExporters": [{"id": "f", "type": "file", "directory": str(tmp_path)}],
+        "delete": True,
+        "lookbackPeriod": "P60D",
+    }
     out = run_shipper(ledger, spec)
     assert out["shipped"] == {"f": 20} and out["purged"] == 20
     assert ledger.count() == 1  # the purge's own AUDITLOG/DELETE event
@@ -173,14 +174,24 @@ def test_delete_purges_only_what_every_exporter_shipped(ledger: AuditLog, tmp_pa
 def test_delete_with_a_query_is_refused(ledger: AuditLog, tmp_path: Path) -> None:
     """Purging by date would remove events a query did not ship, so the combination is a ConfigError."""
     with pytest.raises(ConfigError, match="delete"):
-        Shipper(ledger, {"logExporters": [{"id": "f", "type": "file", "directory": str(tmp_path)}],
-                         "delete": True, "query": "action:CREATE"})
+        Shipper(
+            ledger,
+            {
+                "logExporters": [{"id": "f", "type": "file", "directory": str(tmp_path)}],
+                "delete": True,
+                "query": "action:CREATE",
+            },
+        )
 
 
 def test_ship_checkpoint_goes_to_object_storing_exporters(tmp_path: Path, receiver: Receiver) -> None:
     """A checkpoint text is stored by file/object exporters and skipped by log APIs."""
-    spec = {"logExporters": [{"id": "f", "type": "file", "directory": str(tmp_path)},
-                             {"id": "hook", "type": "webhook", "url": receiver.url}]}
+    spec = {
+        "logExporters": [
+            {"id": "f", "type": "file", "directory": str(tmp_path)},
+            {"id": "hook", "type": "webhook", "url": receiver.url},
+        ]
+    }
     where = ship_checkpoint(spec, "checkpoints/main/000042.txt", "example.org/log\n42\nroot\n")
     assert set(where) == {"f"}
     assert Path(where["f"]).read_text() == "example.org/log\n42\nroot\n"
@@ -225,3 +236,30 @@ def test_a_capturing_exporter_instance_can_be_shipped_to(filled: tuple[AuditLog,
     result = Shipper(log, {"offsetKey": "tests"}, exporters=[capture]).run()
     assert result.ok and [r.id for r in capture.records] == ids
     assert capture.events[0]["leaf_hash"] == log.get(ids[0]).leaf_hash.hex()
+
+
+def test_retry_after_is_honoured_up_to_the_cap(filled: tuple[AuditLog, list[str]], receiver: Receiver) -> None:
+    """A 429 with Retry-After waits that long (capped by maxRetryDelay) before the next attempt."""
+    log, _ = filled
+    calls: list[int] = []
+
+    def limited(req: Request) -> tuple[int, bytes, dict[str, str]]:
+        calls.append(1)
+        return (
+            (429, b"slow down", {"Retry-After": "5" if len(calls) == 1 else "60"})
+            if len(calls) <= 2
+            else (200, b"", {})
+        )
+
+    receiver.respond = limited  # type: ignore[assignment]
+    waits: list[float] = []
+    result = Shipper(log, {**_webhook(receiver), "maxRetryDelay": "PT7S"}, sleep=waits.append).run()
+    assert result.ok and waits == [5.0, 7.0]
+
+
+def test_offsets_never_move_backwards(filled: tuple[AuditLog, list[str]]) -> None:
+    """Of two runs of one shipper saving at once, the offset further ahead stays."""
+    log, _ = filled
+    offset_store.save(log.store, "main", "k", "e", 100, 100)
+    offset_store.save(log.store, "main", "k", "e", 60, 60)
+    assert offset_store.load(log.store, "main", "k", "e") == 100

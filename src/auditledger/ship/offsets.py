@@ -37,7 +37,9 @@ def save(store: Store, tenant: str, offset_key: str, exporter: str, next_seq: in
         txn.execute(
             "INSERT INTO ship_offsets (tenant, offset_key, exporter, next_seq, shipped, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, offset_key, exporter) DO UPDATE SET "
-            "next_seq = excluded.next_seq, shipped = ship_offsets.shipped + excluded.shipped, "
+            # Never backwards: of two runs of one shipper at once, the one further ahead keeps its offset.
+            "next_seq = CASE WHEN excluded.next_seq > ship_offsets.next_seq THEN excluded.next_seq "
+            "ELSE ship_offsets.next_seq END, shipped = ship_offsets.shipped + excluded.shipped, "
             "updated_at = excluded.updated_at",
             [tenant, offset_key, exporter, next_seq, shipped, now],
         )

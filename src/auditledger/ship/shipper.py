@@ -232,12 +232,15 @@ class Shipper:
                 if not exc.retryable or tries >= self.spec.max_retries:
                     suffix = "" if not exc.retryable else f" (gave up after {tries + 1} attempts)"
                     raise DeliveryError(f"{exc}{suffix}", retryable=exc.retryable) from None
+                asked = exc.retry_after or 0.0
             except OSError as exc:
                 if tries >= self.spec.max_retries:
                     raise DeliveryError(f"{exporter.id}: {exc} (gave up after {tries + 1} attempts)") from None
-            base = self.spec.retry_delay.total_seconds() * (2**tries)
-            delay = min(self.spec.max_retry_delay.total_seconds(), base)
-            self.sleep(delay * (0.5 + random.random() / 2))  # jitter spreads retries of many shippers
+                asked = 0.0
+            cap = self.spec.max_retry_delay.total_seconds()
+            delay = min(cap, self.spec.retry_delay.total_seconds() * (2**tries))
+            delay *= 0.5 + random.random() / 2  # jitter spreads the retries of many shippers
+            self.sleep(min(cap, max(delay, asked)))
             tries += 1
 
     # ------------------------------------------------------------ positions

@@ -27,10 +27,18 @@ USER_AGENT = "auditledger-shipper/1"
 class DeliveryError(AuditLedgerError):
     """A destination did not accept (all of) a batch."""
 
-    def __init__(self, message: str, *, retryable: bool = True, failed: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        failed: Sequence[int] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.failed = None if failed is None else list(failed)
+        self.retry_after = retry_after  # seconds the destination asked us to wait (Retry-After)
 
 
 class Exporter:
@@ -142,7 +150,9 @@ def status_error(what: str, response: httpx.Response) -> DeliveryError:
     code = response.status_code
     retryable = code in (408, 409, 425, 429) or code >= 500
     body = response.text[:300].replace("\n", " ")
-    return DeliveryError(f"{what} answered {code}: {body}", retryable=retryable)
+    wait = response.headers.get("Retry-After", "")
+    after = float(wait) if wait.isdigit() else None  # RFC 9110 §10.2.3: seconds (HTTP-dates are rare here)
+    return DeliveryError(f"{what} answered {code}: {body}", retryable=retryable, retry_after=after)
 
 
 def _where(url: str) -> str:
