@@ -47,6 +47,11 @@ QUERIES = [
     "after:2026-01-02 before:2026-01-03",
     "after:2026-01-03T10:00Z namespace:a action:UPDATE",
     "before:2025-12-01",
+    "f1",
+    "f",
+    "a.b",
+    "-f2 user3",
+    "use*",
     "after:2027-01-01",
 ]
 
@@ -78,5 +83,7 @@ def test_frequent_values_are_tested_per_row(store: SQLiteStore) -> None:
     assert where.count("EXISTS") == 1 and where.count("e.seq IN (SELECT") == 1  # 3000 matches vs 5
     assert params[params.index("namespace") + 1 : params.index("namespace") + 4] == ["a", "a.b", "a.c"]
     assert "ab" not in params  # a sibling, not a child
+    where, _ = store._where("t", parse("f"))  # a frequent free word (every flowId starts with f)
+    assert "EXISTS" in where
     where, _ = store._where("t", parse("after:2026-01-02"))
     assert "e.seq >= ?" in where and "e.date" not in where

@@ -251,46 +251,52 @@ class SQLiteStore:
                     )
                     bounds.append((f"e.seq {op} ?", int(row[0][0]) if row else 1 << 62))
             query = Query(query.terms, None, None, query.any_of)
-        where, params = where_clause(tenant, query, self._keys_for(tenant, query), self._dense_values(tenant))
+        keys = self._keys_for(tenant, query)
+        where, params = where_clause(tenant, query, keys, self._dense_values(tenant, keys))
         for cond, value in bounds:
             where += f" AND {cond}"
             params.append(value)
         return where, params
 
-    def _dense_values(self, tenant: str) -> Callable[[Term], list[str] | None]:
-        """For a details term matching at least _DENSE entries, the exact values it stands for.
+    def _dense_values(self, tenant: str, keys: Sequence[str]) -> DenseValues:
+        """For a details term or free word matching at least _DENSE entries, the (key, value) pairs it stands for.
 
         Collecting the seqs of a frequent value (``namespace:company``) costs more than the
-        whole first page; a rare one is cheapest collected. A prefix or namespace term is
-        expanded into its distinct values by skipping along the primary key.
+        whole first page; a rare one is cheapest collected. Prefix, namespace and free-word
+        terms are expanded into their distinct values by skipping along the primary key.
         """
         conn = self.reader()
 
-        def values(term: Term) -> list[str] | None:
-            if term.match is Match.EXACT:
-                found = list(term.values)
-            elif term.match in (Match.PREFIX, Match.NAMESPACE):
-                found = []
+        def pairs(term: Term) -> list[tuple[str, str]] | None:
+            found: list[tuple[str, str]] = []
+            word = term.field is Field.TEXT
+            match = Match.PREFIX if word and term.match is Match.EXACT else term.match
+            for key in keys if word else [term.key or ""]:
                 for value in term.values:
-                    low, high = (value, value + _MAX_CHAR) if term.match is Match.PREFIX else (
-                        value + ".", value + "." + _MAX_CHAR
-                    )
-                    if term.match is Match.NAMESPACE:
-                        found.append(value)
-                    found += [v for (v,) in conn.execute(_VALUES_IN_RANGE, (tenant, term.key, low, high, _MAX_EXPAND))]
+                    if match is Match.EXACT:
+                        found.append((key, value))
+                        continue
+                    if match is Match.PREFIX:
+                        low, high = value, value + _MAX_CHAR
+                    elif match is Match.NAMESPACE:
+                        found.append((key, value))
+                        low, high = value + ".", value + "." + _MAX_CHAR
+                    else:
+                        return None
+                    rows = conn.execute(_VALUES_IN_RANGE, (tenant, key, low, high, _MAX_EXPAND))
+                    found += [(key, v) for (v,) in rows]
                     if len(found) > _MAX_EXPAND:
                         return None
-            else:
+            if not found:
                 return None
-            marks = ",".join("?" * len(found))
+            cond, params = _pairs_cond(found)
             (n,) = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM details WHERE tenant = ? AND key = ? AND value IN ({marks}) "
-                f"LIMIT {_DENSE})",
-                [tenant, term.key, *found],
+                f"SELECT count(*) FROM (SELECT 1 FROM details d WHERE d.tenant = ? AND ({cond}) LIMIT {_DENSE})",
+                [tenant, *params],
             ).fetchone()
             return found if n >= _DENSE else None
 
-        return values
+        return pairs
 
     def _keys_for(self, tenant: str | None, query: Query) -> list[str]:
         return detail_keys(self.reader(), tenant) if has_text(query) else []
@@ -479,6 +485,7 @@ def detail_keys(conn: sqlite3.Connection, tenant: str | None) -> list[str]:
     return sorted(keys)
 
 
+_DETAIL_FIELDS = (Field.DETAIL, Field.TEXT)
 _DENSE = 2000  # a details term matching this many entries is checked per row, not collected
 _MAX_EXPAND = 200  # most distinct values a prefix/namespace term is expanded into
 _VALUES_IN_RANGE = """
@@ -489,7 +496,22 @@ WITH RECURSIVE v(value) AS (
     FROM v WHERE v.value IS NOT NULL
 ) SELECT value FROM v WHERE value IS NOT NULL LIMIT ?5 + 1"""
 
-DenseValues = Callable[[Term], "list[str] | None"]
+DenseValues = Callable[[Term], "list[tuple[str, str]] | None"]
+
+
+def _pairs_cond(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """``d.key = k AND d.value IN (...)`` for each key of ``pairs``, ORed: primary-key point lookups."""
+    by_key: dict[str, list[str]] = {}
+    for key, value in pairs:
+        by_key.setdefault(key, []).append(value)
+    parts = [f"(d.key = ? AND d.value IN ({','.join('?' * len(values))}))" for values in by_key.values()]
+    params: list[Any] = [item for key, values in by_key.items() for item in (key, *values)]
+    return " OR ".join(parts), params
+
+
+def _exists(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    cond, params = _pairs_cond(pairs)
+    return f"EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND ({cond}))", params
 
 
 def where_clause(
@@ -580,15 +602,10 @@ def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, 
 def _term(
     tenant: str | None, term: Term, keys: Sequence[str], dense: DenseValues | None = None
 ) -> tuple[str, list[Any]]:
+    pairs = dense(term) if dense is not None and tenant is not None and term.field in _DETAIL_FIELDS else None
     if term.field is Field.DETAIL:
-        values = dense(term) if dense is not None and tenant is not None else None
-        if values:
-            marks = ",".join("?" * len(values))
-            return (
-                "EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.key = ? "
-                f"AND d.value IN ({marks}) AND d.seq = e.seq)",
-                [term.key, *values],
-            )
+        if pairs:
+            return _exists(pairs)
         cond, params = _match("d.value", term)
         return _details_in(tenant, f"d.key = ? AND {cond}", [term.key, *params])
     if term.field is Field.TEXT:
@@ -599,7 +616,7 @@ def _term(
         if keys:
             cond = f"d.key IN ({','.join('?' * len(keys))}) AND {cond}"
             params = [*keys, *params]
-        in_details, details_params = _details_in(tenant, cond, params)
+        in_details, details_params = _exists(pairs) if pairs else _details_in(tenant, cond, params)
         actor_cond, actor_params = _match("e.actor_id", term)
         name_cond, name_params = _match("e.actor_name", term)
         return (
