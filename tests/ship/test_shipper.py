@@ -251,7 +251,7 @@ def test_retry_after_is_honoured_up_to_the_cap(filled: tuple[AuditLog, list[str]
             else (200, b"", {})
         )
 
-    receiver.respond = limited  # type: ignore[assignment]
+    receiver.respond = limited
     waits: list[float] = []
     result = Shipper(log, {**_webhook(receiver), "maxRetryDelay": "PT7S"}, sleep=waits.append).run()
     assert result.ok and waits == [5.0, 7.0]
