@@ -29,3 +29,20 @@ def test_tree_proofs_and_checkpoints_on_postgres() -> None:
         report = tree.verify_against(log, old.note, [signer.vkey])
         assert (report.checkpoint_size, report.size) == (150, 320)
         assert tree.latest_checkpoint(log.store, "main") == old
+
+
+def test_tree_nodes_and_checkpoints_refuse_changes_on_postgres() -> None:
+    """PostgreSQL triggers refuse UPDATE and DELETE of stored tree nodes and checkpoints."""
+    from auditledger.errors import StoreError
+
+    with pg_schema() as url, AuditLog.open(url) as log:
+        fill(log, 40)
+        tree.make_checkpoint(log.store, "main", tree.Signer(ck.generate_key()))
+        for sql in (
+            "UPDATE tree_nodes SET hash = hash",
+            "DELETE FROM tree_nodes",
+            "UPDATE checkpoints SET note = 'x'",
+            "DELETE FROM checkpoints",
+        ):
+            with pytest.raises(StoreError, match="immutable"), log.store.write() as txn:
+                txn.execute(sql)

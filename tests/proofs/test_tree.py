@@ -160,3 +160,15 @@ def test_verify_against_in_full_blocks(monkeypatch: pytest.MonkeyPatch, cut: int
         report = tree.verify_against(log, note, [signer.vkey])
         assert (report.checkpoint_size, report.size) == (cut, 330)
         assert report.root == merkle.root(leaves_of(log))
+
+
+def test_tree_nodes_and_checkpoints_refuse_changes_on_sqlite() -> None:
+    """SQLite triggers refuse UPDATE and DELETE of stored tree nodes and checkpoints."""
+    from auditledger.errors import StoreError
+
+    with AuditLog.open("memory://") as log:
+        fill(log, 40)
+        tree.make_checkpoint(log.store, "main", tree.Signer(ck.generate_key()))
+        for sql in ("UPDATE tree_nodes SET hash = hash", "DELETE FROM tree_nodes", "DELETE FROM checkpoints"):
+            with pytest.raises(StoreError, match="immutable"), log.store.write() as txn:
+                txn.execute(sql)

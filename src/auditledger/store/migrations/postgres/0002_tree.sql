@@ -26,3 +26,17 @@ CREATE TABLE checkpoints (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (tenant, size)
 );
+
+-- Tree nodes and checkpoints are never changed once written (auditledger_refuse is from 0001).
+CREATE TRIGGER tree_nodes_no_update BEFORE UPDATE ON tree_nodes
+FOR EACH ROW EXECUTE FUNCTION auditledger_refuse('never', 'tree nodes are immutable');
+CREATE TRIGGER tree_nodes_no_delete BEFORE DELETE ON tree_nodes
+FOR EACH ROW EXECUTE FUNCTION auditledger_refuse('never', 'tree nodes are immutable');
+CREATE TRIGGER tree_nodes_no_truncate BEFORE TRUNCATE ON tree_nodes
+FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse('never', 'tree nodes are immutable');
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+FOR EACH ROW EXECUTE FUNCTION auditledger_refuse('never', 'checkpoints are immutable');
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+FOR EACH ROW EXECUTE FUNCTION auditledger_refuse('never', 'checkpoints are immutable');
+CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
+FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse('never', 'checkpoints are immutable');
