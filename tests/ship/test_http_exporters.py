@@ -334,3 +334,37 @@ def test_datadog_resends_only_the_chunks_not_accepted(ledger: AuditLog, receiver
     assert out["errors"] == {} and out["offsets"] == {"x": 2500}
     assert sizes == [1000, 1000, 1000, 500]  # after the failure: the last 1,500 only
     assert got == ids
+
+
+def test_kestra_http_options_and_chunk_are_accepted(filled: tuple[AuditLog, list[str]], receiver: Receiver) -> None:
+    """Kestra's `chunk` sets logs per request and its `options` (HttpConfiguration) block is accepted."""
+    log, ids = filled
+    sizes: list[int] = []
+
+    def datadog(req: Request) -> tuple[int, bytes]:
+        assert req.path == "/api/v2/logs"
+        sizes.append(len(orjson.loads(req.body)))
+        return 202, b"{}"
+
+    receiver.respond = datadog
+    out = run_shipper(log, _spec({"type": "io.kestra.plugin.ee.datadog.LogExporter", "basePath": receiver.url,
+                                  "apiKey": "k", "chunk": 50,
+                                  "options": {"timeout": {"readIdleTimeout": "PT5S"}, "followRedirects": False}}))
+    assert out["errors"] == {} and sizes == [50, 50, 20] and len(ids) == 120
+
+
+def test_elastic_path_prefix(filled: tuple[AuditLog, list[str]], receiver: Receiver) -> None:
+    """connection.pathPrefix puts every request under a proxy's base path."""
+    log, ids = filled
+    fake = FakeElastic()
+
+    def behind_proxy(req: Request) -> tuple[int, bytes]:
+        assert req.path.startswith("/es/")
+        req.path = req.path.removeprefix("/es")
+        return fake(req)
+
+    receiver.respond = behind_proxy
+    out = run_shipper(log, _spec({"type": "elasticsearch", "connection": {
+        "hosts": [receiver.url + "/"], "pathPrefix": "/es", "trustAllSsl": True,
+        "basicAuth": {"username": "elastic", "password": "pw"}}}))
+    assert out["errors"] == {} and set(fake.docs) == set(ids)

@@ -103,11 +103,23 @@ class HttpExporter(Exporter):
     _client: httpx.Client | None = None
 
     def http_options(self, props: Props) -> None:
+        """``timeout``, ``caFile``, ``insecureSkipVerify``, and Kestra's ``options`` (HttpConfiguration).
+
+        Of ``options`` we honour ``timeout.readIdleTimeout`` and
+        ``ssl.insecureTrustAllCertificates``; its other keys are accepted and ignored.
+        """
+        options = props.mapping("options")
+        kestra_timeout = (options.get("timeout") or {}).get("readIdleTimeout")
         seconds = props.duration("timeout", timedelta(seconds=30))
+        if kestra_timeout is not None and props.raw.get("timeout") is None:
+            from auditledger.ship.spec import parse_duration
+
+            seconds = parse_duration(kestra_timeout, f"{props.where}.options.timeout.readIdleTimeout")
         assert seconds is not None
         self.timeout = seconds.total_seconds()
+        trust_all = bool((options.get("ssl") or {}).get("insecureTrustAllCertificates", False))
         ca = props.text("caFile")
-        self.verify = ca if ca else not props.boolean("insecureSkipVerify", False)
+        self.verify = ca if ca else not (props.boolean("insecureSkipVerify", False) or trust_all)
 
     @property
     def client(self) -> httpx.Client:

@@ -35,6 +35,7 @@ class DatadogExporter(HttpExporter):
         fmt = props.choice("format", JSON_FORMATS, "native")
         self.line = line_formatter(fmt, f"{props.where}.format")  # the message is the record's JSON text
         self.compress = props.boolean("gzip", True)
+        self.chunk = props.integer("chunk", MAX_ITEMS, low=1, high=MAX_ITEMS)
         self.http_options(props)
 
     def send(self, records: Sequence[Record]) -> None:
@@ -50,7 +51,7 @@ class DatadogExporter(HttpExporter):
             )
             for r in records
         ]
-        for start, end in sized_chunks(items, MAX_ITEMS, MAX_BYTES - 2, overhead=1):
+        for start, end in sized_chunks(items, self.chunk, MAX_BYTES - 2, overhead=1):
             body = b"[" + b",".join(items[start:end]) + b"]"
             headers = {"DD-API-KEY": self.api_key, "Content-Type": "application/json", "Accept": "application/json"}
             if self.compress:

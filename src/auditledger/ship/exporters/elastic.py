@@ -110,6 +110,10 @@ class ElasticsearchExporter(HttpExporter):
                 props.secrets.render(str(basic["username"]), f"{props.where}.connection.basicAuth.username"),
                 props.secrets.render(str(basic.get("password", "")), f"{props.where}.connection.basicAuth.password"),
             )
+        prefix = str(conn.get("pathPrefix") or "").strip("/")
+        self.prefix = f"/{prefix}" if prefix else ""  # ES behind a proxy that adds a base path
+        trust_all = conn.get("trustAllSsl") in (True, "true")
+        # strictDeprecationMode only changes how a Java client reacts to warnings: accepted, nothing to do.
         api_key = props.text("apiKey")
         if api_key:
             self.headers["Authorization"] = f"ApiKey {api_key}"
@@ -122,10 +126,12 @@ class ElasticsearchExporter(HttpExporter):
         self.template_name = props.text("templateName", "auditledger") or "auditledger"
         self.compress = props.boolean("gzip", False)
         self.http_options(props)
+        if trust_all:
+            self.verify = False
         self._host = 0
 
     def _url(self, path: str) -> str:
-        return f"{self.hosts[self._host % len(self.hosts)]}{path}"
+        return f"{self.hosts[self._host % len(self.hosts)]}{self.prefix}{path}"
 
     def _call(self, method: str, path: str, body: bytes, content_type: str) -> Any:
         headers = {"Content-Type": content_type, **self.headers}
