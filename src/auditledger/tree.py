@@ -421,8 +421,10 @@ def verify_against(
     which checks that each event's bytes match its leaf hash.
     """
     cp = ck.verify_checkpoint(checkpoint_text, vkeys)
-    if tenant is None:
-        tenant = cp.origin.rsplit("/", 1)[-1]
+    named = cp.origin.rsplit("/", 1)[-1]
+    if tenant is not None and tenant != named:
+        raise VerificationError(f"the checkpoint is for tenant {named!r} (origin {cp.origin!r}), not {tenant!r}")
+    tenant = named
     store = log.store
     stored = {h.tenant: h.size for h in store.heads()}.get(tenant, 0)
     top: list[bytes] = []  # frontier over the full blocks, each block's root taken as one leaf

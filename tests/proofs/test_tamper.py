@@ -217,3 +217,11 @@ def test_against_needs_a_key(signed: Signed) -> None:
     """--against without a trusted key is a clear usage error, not a pass."""
     code, _, err = run("verify", "--db", signed.url, "--against", str(signed.checkpoint))
     assert code == 1 and "--key" in err and "Traceback" not in err
+
+
+def test_checkpoint_of_another_tenant_is_named(signed: Signed) -> None:
+    """Checking tenant b against tenant main's checkpoint says so instead of reporting a rewrite."""
+    code, _, err = run(
+        "verify", "--db", signed.url, "--tenant", "b", "--against", str(signed.checkpoint), "--key", signed.vkey
+    )
+    assert code == 1 and "the checkpoint is for tenant 'main'" in err, err
