@@ -117,3 +117,14 @@ def test_exporter_properties_are_checked(tmp_path: Path) -> None:
         Shipper(log, {"logExporters": [{"id": "a", "type": "file", "colour": "red"}]})
     with pytest.raises(ConfigError, match=r"logExporters\[0\].apiKey: is required"):
         Shipper(log, {"logExporters": [{"id": "a", "type": "io.kestra.plugin.ee.datadog.LogExporter"}]})
+
+
+def test_a_kestra_flow_is_read_for_its_shipper_task() -> None:
+    """A whole flow (as the witness setting may name) yields its AuditLogShipper task's properties."""
+    flow = {"id": "f", "namespace": "system",
+            "tasks": [{"id": "log", "type": "io.kestra.plugin.core.log.Log", "message": "hi"},
+                      {"id": "ship", "type": "io.kestra.plugin.ee.core.log.AuditLogShipper", "offsetKey": "k",
+                       "logExporters": [{"id": "a", "type": "file"}]}]}
+    assert parse_spec(flow).offset_key == "k"
+    with pytest.raises(ConfigError, match="no AuditLogShipper task"):
+        parse_spec({"id": "f", "tasks": [{"id": "log", "type": "io.kestra.plugin.core.log.Log"}]})

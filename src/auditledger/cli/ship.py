@@ -26,8 +26,7 @@ from auditledger.errors import ConfigError
 from auditledger.ledger import DEFAULT_TENANT
 from auditledger.ship import ProgressEvent, Secrets, Shipper, parse_spec
 from auditledger.ship import offsets as offset_store
-
-SHIPPER_TYPES = ("io.kestra.plugin.ee.core.log.AuditLogShipper", "AuditLogShipper", "auditledger.AuditLogShipper")
+from auditledger.ship.spec import shipper_task
 
 
 class _Rate(ProgressColumn):
@@ -52,12 +51,7 @@ def load_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: expected a mapping (shipper properties or a Kestra flow)")
     if "logExporters" in raw:
         return raw
-    for i, task in enumerate(raw.get("tasks") or []):
-        if isinstance(task, dict) and str(task.get("type", "")).endswith("AuditLogShipper"):
-            if task["type"] not in SHIPPER_TYPES:
-                raise ConfigError(f"--config {path}: tasks[{i}].type {task['type']!r} is not a known shipper")
-            return task
-    raise ConfigError(f"--config {path}: no logExporters and no AuditLogShipper task found")
+    return dict(shipper_task(raw)) if isinstance(raw.get("tasks"), list) else raw
 
 
 def ship(

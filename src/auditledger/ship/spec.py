@@ -348,6 +348,8 @@ def parse_spec(raw: Mapping[str, Any] | str, *, exporters_required: bool = True)
             raise ConfigError(f"shipper spec is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError("shipper spec: expected a mapping of properties")
+    if "logExporters" not in raw and isinstance(raw.get("tasks"), list):
+        raw = shipper_task(raw)
     unknown = sorted(set(raw) - _SHIPPER_PROPS - _TASK_PROPS)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown property of the audit log shipper")
@@ -415,6 +417,19 @@ def parse_spec(raw: Mapping[str, Any] | str, *, exporters_required: bool = True)
         retry_delay=_positive(raw.get("retryDelay"), "retryDelay", timedelta(seconds=0.5), zero=True),
         max_retry_delay=_positive(raw.get("maxRetryDelay"), "maxRetryDelay", timedelta(seconds=30), zero=True),
     )
+
+
+SHIPPER_TYPES = ("io.kestra.plugin.ee.core.log.AuditLogShipper", "AuditLogShipper")
+
+
+def shipper_task(flow: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The first ``AuditLogShipper`` task of a Kestra flow (``tasks: [...]``)."""
+    for i, task in enumerate(flow.get("tasks") or []):
+        if isinstance(task, Mapping) and str(task.get("type", "")).endswith("AuditLogShipper"):
+            if task["type"] not in SHIPPER_TYPES:
+                raise ConfigError(f"tasks[{i}].type: {task['type']!r} is not a known shipper")
+            return task
+    raise ConfigError("logExporters: is required (no AuditLogShipper task in this flow's tasks either)")
 
 
 def _int(value: object, name: str, default: int, low: int, high: int) -> int:
