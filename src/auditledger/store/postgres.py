@@ -102,15 +102,19 @@ class PostgresStore:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                 self._migrate(conn)
         except psycopg.Error as exc:
-            raise _fail("connecting", self._shown, exc) from None
-        self._pool = self._make_pool(conninfo, pool_min, pool_max)
-        self._read_pool = self._pool
-        if read:
-            read_info, _ = split_url(read)
-            self._read_pool = self._make_pool(read_info, 1, pool_max)
+            raise _fail("opening", self._shown, exc) from None
         self._partition_lock = threading.Lock()
         self._partitions_until = 0  # micros: every month before it has a partition
-        self.ensure_partitions()
+        self._pool = self._make_pool(conninfo, pool_min, pool_max)
+        self._read_pool = self._pool
+        try:
+            if read:
+                read_info, _ = split_url(read)
+                self._read_pool = self._make_pool(read_info, 1, pool_max)
+            self.ensure_partitions()
+        except BaseException:
+            self.close()
+            raise
 
     def _make_pool(self, conninfo: str, low: int, high: int) -> ConnectionPool:
         pool: ConnectionPool = ConnectionPool(
