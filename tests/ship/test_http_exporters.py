@@ -368,3 +368,29 @@ def test_elastic_path_prefix(filled: tuple[AuditLog, list[str]], receiver: Recei
         "hosts": [receiver.url + "/"], "pathPrefix": "/es", "trustAllSsl": True,
         "basicAuth": {"username": "elastic", "password": "pw"}}}))
     assert out["errors"] == {} and set(fake.docs) == set(ids)
+
+
+def test_gcs_with_kestras_example_and_application_default_credentials(
+    filled: tuple[AuditLog, list[str]], receiver: Receiver, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kestra's GCS example properties run; without serviceAccount the key comes from GOOGLE_APPLICATION_CREDENTIALS."""
+    log, ids = filled
+    sa, public = _service_account(receiver.url + "/token")
+    key_file = tmp_path / "key.json"
+    key_file.write_text(sa)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    names: list[str] = []
+
+    def gcs(req: Request) -> tuple[int, bytes]:
+        if req.path == "/token":
+            return _google_token(req, public, "https://www.googleapis.com/auth/cloud-platform")
+        names.append(parse_qs(urlsplit(req.path).query)["name"][0])
+        return 200, b"{}"
+
+    receiver.respond = gcs
+    out = run_shipper(log, _spec({"type": "io.kestra.plugin.ee.gcp.gcs.LogExporter", "projectId": "myProjectId",
+                                  "format": "JSON", "maxLinesPerFile": 10000, "bucket": "my-bucket",
+                                  "logFilePrefix": "kestra-log-file", "chunk": 1000, "endpoint": receiver.url,
+                                  "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}))
+    assert out["errors"] == {} and out["shipped"] == {"x": len(ids)}
+    assert len(names) == 1 and names[0].startswith("kestra-log-file/main/")

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from auditledger.errors import ConfigError
 from auditledger.ship.exporters.base import DeliveryError, status_error
 
+GOOGLE_METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105  (a URL, not a secret)
 AZURE_AUTHORITY = "https://login.microsoftonline.com"
 
@@ -72,6 +73,25 @@ def google_service_account(client: Callable[[], httpx.Client], key_json: str, sc
         assertion = f"{header}.{claims}.{_b64(signature)}"
         grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
         return _exchange(client(), token_uri, grant, "Google token")
+
+    return TokenSource(fetch)
+
+
+def google_metadata(client: Callable[[], httpx.Client], url: str = GOOGLE_METADATA_URL) -> TokenSource:
+    """The attached service account's token from the GCE/GKE metadata server (no key file needed)."""
+
+    def fetch() -> tuple[str, float]:
+        try:
+            response = client().get(url, headers={"Metadata-Flavor": "Google"})
+        except httpx.HTTPError as exc:
+            raise DeliveryError(
+                f"Google metadata token: {type(exc).__name__} (not on Google Cloud? "
+                "set serviceAccount or GOOGLE_APPLICATION_CREDENTIALS)"
+            ) from None
+        if not response.is_success:
+            raise status_error("Google metadata token", response)
+        body = response.json()
+        return str(body["access_token"]), float(body.get("expires_in", 3600))
 
     return TokenSource(fetch)
 

@@ -10,12 +10,15 @@ whole or refused whole.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 
-from auditledger.ship.exporters.auth import TokenSource, google_service_account, static_token
+from auditledger.errors import ConfigError
+from auditledger.ship.exporters.auth import TokenSource, google_metadata, google_service_account, static_token
 from auditledger.ship.exporters.base import DeliveryError, HttpExporter, sized_chunks
 from auditledger.ship.formats import JSON_FORMATS, Record, json_formatter
 from auditledger.ship.spec import Props
@@ -25,16 +28,25 @@ MAX_BYTES = 9_000_000  # entries.write takes 10 MB
 
 
 def google_token(exporter: HttpExporter, props: Props, scope: str) -> TokenSource:
+    """``accessToken``, else the ``serviceAccount`` key, else ``GOOGLE_APPLICATION_CREDENTIALS``, else metadata."""
     token = props.text("accessToken")
     key = props.text("serviceAccount")
     scopes = props.texts("scopes")
+    if props.text("impersonatedServiceAccount"):
+        raise ConfigError(f"{props.where}.impersonatedServiceAccount: impersonation is not supported yet")
     if token:
         return static_token(token)
+    where = f"{props.where}.serviceAccount"
     if not key:
-        props.req("serviceAccount")
-    return google_service_account(
-        lambda: exporter.client, key or "", " ".join(scopes) or scope, f"{props.where}.serviceAccount"
-    )
+        path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if not path:
+            return google_metadata(lambda: exporter.client)
+        try:
+            key = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"GOOGLE_APPLICATION_CREDENTIALS {path}: {exc.strerror or exc}") from None
+        where = f"GOOGLE_APPLICATION_CREDENTIALS {path}"
+    return google_service_account(lambda: exporter.client, key, " ".join(scopes) or scope, where)
 
 
 class GcpLoggingExporter(HttpExporter):

@@ -24,6 +24,7 @@ class ObjectExporter(Exporter):
         fmt = props.choice("format", ("JSON", "ION", *FORMATS), "JSON")
         self.formatter = line_formatter(fmt, f"{props.where}.format")
         self.gzip = props.boolean("gzip", False)
+        props.integer("chunk", 1000, low=1)  # Kestra's bulk size; an object per batch needs no other chunking
         self.suffix = (".ion" if fmt == "ION" else ".ndjson") + (".gz" if self.gzip else "")
         self.content_type = "application/gzip" if self.gzip else "application/x-ndjson"
 
