@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
@@ -50,6 +51,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         "admin": tokens.create("admin", "*")[0],
         "revoked": tokens.create("auditor", "main")[0],
     }
+    with _serving(settings, ledger) as url:
+        yield Live(url, ledger, secrets, ids)
+    ledger.close()
+
+
+@contextlib.contextmanager
+def _serving(settings: Settings, ledger: AuditLog) -> Iterator[str]:
+    """``create_app`` under uvicorn in a thread on a free 127.0.0.1 port."""
     app = create_app(settings, ledger)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,10 +68,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    yield Live(f"http://127.0.0.1:{port}", ledger, secrets, ids)
-    server.should_exit = True
-    thread.join(10)
-    ledger.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @contextlib.contextmanager
@@ -202,3 +212,58 @@ def test_tokens_created_in_the_ui_work(live: Live) -> None:
         assert (principal.role, principal.tenant) == ("ingest", "main")
         bad = client.post("/ui/admin/tokens", data={"csrf": csrf.group(1), "role": "root", "tenant": "main"})
         assert bad.status_code == 400 and "role" in bad.text
+
+
+def test_count_is_exact_inline_or_fetched(live: Live) -> None:
+    """A page holding every match shows its count at once; otherwise /count answers it (tenant-scoped)."""
+    with _signed_in(live, "auditor") as client:
+        whole = client.get("/ui/t/main", params={"size": "25"}).text
+        assert '<span class="n">7 events</span>' in whole
+        fragment = client.get("/ui/t/main/count", params={"q": "action:UPDATE"})
+        assert fragment.status_code == 200 and '<span class="n">6 events</span>' in fragment.text
+        assert client.get("/ui/t/other/count").status_code == 403
+    assert httpx.get(live.url + "/ui/t/main/count").status_code == 401
+
+
+def test_admin_page_lists_jobs_and_holds(live: Live) -> None:
+    """The admin page shows applied jobs with their schedule and active legal holds, linked to what they keep."""
+    from auditledger.jobs.runner import Jobs
+    from auditledger.retention import Retention
+
+    Jobs(live.ledger).apply(
+        "id: audit_log_cleanup\nnamespace: system\ntasks:\n  - id: purge_audit_logs\n"
+        "    type: io.kestra.plugin.ee.core.log.PurgeAuditLogs\n    endDate: \"{{ now() | dateAdd(-1, 'MONTHS') }}\"\n"
+        "triggers:\n  - id: nightly\n    type: io.kestra.plugin.core.trigger.Schedule\n    cron: \"0 3 * * *\"\n"
+    )
+    hold = Retention(live.ledger).create_hold("namespace:company <b>x</b>", "litigation <script>", tenant="main")
+    with _signed_in(live, "admin") as client:
+        page = client.get("/ui/admin").text
+        assert "system.audit_log_cleanup" in page and "0 3 * * *" in page and "PurgeAuditLogs" in page
+        assert hold.id in page and "litigation &lt;script&gt;" in page
+        assert "resource%3AAUDITLOG+action%3ADELETE" in page
+    with _signed_in(live, "auditor") as client:
+        assert client.get("/ui/admin").status_code == 403
+
+
+def test_sign_in_form_counts_guesses_and_records_reads(tmp_path: Path) -> None:
+    """Unknown tokens typed into the form count against the per-address limit (then 429, even for a good
+    token), and with audit_reads each page view is recorded as AUDITLOG/READ like an API read."""
+    settings = Settings(db=f"sqlite:///{tmp_path / 'x.db'}", auth_failures_per_minute=3, audit_reads=True,
+                        checkpoint_interval=0)
+    with AuditLog.open(settings.db) as ledger:
+        good = Tokens(ledger.store).create("auditor", "main")[0]
+        with _serving(settings, ledger) as url, httpx.Client(base_url=url) as client:
+
+            def attempt(token: str) -> httpx.Response:
+                nonce = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/signin").text)
+                assert nonce is not None
+                return client.post("/ui/signin", data={"token": token, "csrf": nonce.group(1)})
+
+            answer = attempt(good)
+            assert answer.status_code == 303
+            client.get("/ui/t/main")
+            reads = [e for e in ledger.iter_search("resource:AUDITLOG action:READ")]
+            assert any(e.details.get("path") == "/ui/t/main" for e in reads)
+            assert [attempt(f"alt_guess{i}").status_code for i in range(3)] == [401, 401, 401]
+            refused = attempt(good)
+            assert refused.status_code == 429 and "too many failed" in refused.text

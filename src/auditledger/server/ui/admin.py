@@ -26,9 +26,30 @@ def _visible(tokens: list[TokenInfo], who: web.Viewer) -> list[TokenInfo]:
     return [t for t in tokens if scope == ALL_TENANTS or t.tenant == scope]
 
 
+def _operations(request: Request, who: web.Viewer) -> dict[str, object]:
+    """Jobs (with their last run) and legal holds of the tenants the admin manages, read-only."""
+    scope = None if who.principal.tenant == ALL_TENANTS else who.principal.tenant
+    log = web.ledger(request)
+    jobs: list[dict[str, object]] = []
+    holds: list[object] = []
+    try:
+        from auditledger.jobs.runner import Jobs
+        from auditledger.retention import Retention
+    except ImportError:  # retention and jobs are optional parts of the server
+        return {"jobs": jobs, "holds": holds}
+    runner = Jobs(log)
+    for tenant, job, revision in runner.list_jobs(tenant=scope, admin=True):
+        last = runner.history(job, tenant=tenant, limit=1)
+        crons = ", ".join(t.cron for t in job.triggers if not t.disabled) or "manual"
+        jobs.append({"tenant": tenant, "job": job, "revision": revision, "last": last[0] if last else None,
+                     "crons": crons, "tasks": ", ".join(t.type for t in job.tasks)})
+    holds = [h for h in Retention(log).holds(tenant=scope) if h.active]
+    return {"jobs": jobs, "holds": holds}
+
+
 def _render(request: Request, who: web.Viewer, status: int = 200, **extra: object) -> Response:
     tokens = _visible(web.tokens(request).list(), who)
-    context: dict[str, object] = {"created": None, "error": None, "notice": None, **extra}
+    context: dict[str, object] = {"created": None, "error": None, "notice": None, **_operations(request, who), **extra}
     return web.page(
         request,
         "admin.html",
@@ -74,7 +95,9 @@ def create_token(
             return _render(request, who, 400, error="Expiry: a whole number of days from 1 to 3650, or empty.")
         expires = datetime.now(UTC) + timedelta(days=int(days))
     try:
-        secret, info = web.tokens(request).create(role, tenant, name=name.strip() or None, expires_at=expires)
+        secret, info = web.tokens(request).create(
+            role, tenant, name=name.strip() or None, expires_at=expires, actor=web.actor_of(who)
+        )
     except AuditLedgerError as exc:
         return _render(request, who, 400, error=str(exc))
     return _render(request, who, created={"secret": secret, "info": info})
@@ -91,7 +114,7 @@ def revoke_token(request: Request, token_id: str, csrf: Annotated[str, Form()] =
     if token_id not in known:
         return _render(request, who, 404, error=f"No token {token_id[:40]!r} that you may manage.")
     try:
-        web.tokens(request).revoke(token_id)
+        web.tokens(request).revoke(token_id, actor=web.actor_of(who))
     except AuditLedgerError as exc:
         return _render(request, who, 400, error=str(exc))
     note = f"Token {token_id} revoked." + (" That was your own token: you will be signed out." if

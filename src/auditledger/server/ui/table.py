@@ -137,8 +137,9 @@ def table(
         error = exc.message
     links = web.links(request)
     rows = [row_view(e, q, links, now) for e in events]
-    cap = int(web.settings(request).count_cap)
-    total = log.count(query, tenant=tenant, cap=cap) if error is None else 0
+    # The exact count can cost a scan (a broad details filter matches 100,000s of rows): unless this
+    # single page holds every match, the page asks for it after the rows are shown (/count).
+    whole = error is None and not has_older and not has_newer
     chips = []
     for i, term in enumerate(query.terms):
         try:
@@ -157,8 +158,7 @@ def table(
         rows=rows,
         size=size,
         sizes=SIZES,
-        total=total,
-        capped=total > cap,
+        total=len(rows) if whole else None,
         chips=chips,
         range_q=render.with_range(query, None, None) if (query.after or query.before) and error is None else None,
         query=query,
@@ -188,13 +188,31 @@ def _examples() -> list[str]:
     ]
 
 
+@router.get("/t/{tenant}/count")
+def count_fragment(request: Request, tenant: str, q: str = "") -> Response:
+    """How many events match, exact up to ``count_cap``: an HTML fragment the table page fetches."""
+    who = web.viewer(request, tenant)
+    if not isinstance(who, web.Viewer):
+        return _fragment_refusal(who)
+    query, error = render.safe_parse(q, datetime.now(UTC))
+    cap = int(web.settings(request).count_cap)
+    total = 0 if error else web.ledger(request).count(query, tenant=tenant, cap=cap)
+    return web.page(request, "_count.html", total=min(total, cap), capped=total > cap)
+
+
+def _fragment_refusal(who: Response) -> Response:
+    # A fetch must not follow a redirect to the sign-in page into the page it fills.
+    if who.status_code == 303:
+        return Response("sign in again", status_code=401, media_type="text/plain")
+    return who
+
+
 @router.get("/t/{tenant}/timeline")
 def timeline_fragment(request: Request, tenant: str, q: str = "") -> Response:
     """The histogram as an HTML fragment, fetched by the table page once its rows are shown."""
     who = web.viewer(request, tenant)
     if not isinstance(who, web.Viewer):
-        # A fetch must not follow a redirect to the sign-in page into the timeline box.
-        return Response("sign in again", status_code=401, media_type="text/plain") if who.status_code == 303 else who
+        return _fragment_refusal(who)
     now = datetime.now(UTC)
     query, error = render.safe_parse(q, now)
     line = None if error else timeline.build(web.ledger(request), query, tenant, now)

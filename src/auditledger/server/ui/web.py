@@ -23,8 +23,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from auditledger.errors import AuthError
 from auditledger.ledger import AuditLog
-from auditledger.model import TENANT_RE, format_date
-from auditledger.server.auth import DEV_PRINCIPAL, Principal, Tokens
+from auditledger.model import TENANT_RE, Actor, format_date
+from auditledger.server.auth import DEV_PRINCIPAL, Principal, Tokens, audit_read
 from auditledger.server.ui import render
 from auditledger.server.ui.session import COOKIE_PATH, SESSION_COOKIE, Sealer
 from auditledger.settings import Settings
@@ -189,7 +189,14 @@ def viewer(request: Request, tenant: str | None, role: str = "auditor") -> Viewe
     if tenant is not None and not principal.sees(tenant):
         why = f"Your token is scoped to tenant {principal.tenant}; it cannot read another tenant."
         return refuse(request, who, principal.tenant, why)
+    if role == "auditor":
+        audit_read(request, principal, tenant)  # with the audit_reads setting, UI reads are recorded as the API's
     return who
+
+
+def actor_of(who: Viewer) -> Actor:
+    """Who a change made in the UI is recorded as: the signed-in token, as the API records it."""
+    return Actor.service_account(who.principal.token_id)
 
 
 def home_tenant(request: Request, principal: Principal) -> str:

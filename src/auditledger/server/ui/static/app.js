@@ -1,5 +1,5 @@
 // auditledger UI: the little behaviour the server cannot render.
-// Dates in the viewer's time zone, the timeline loaded after the rows,
+// Dates in the viewer's time zone, the count and timeline loaded after the rows,
 // the tenant switcher, confirmations, and "/" to focus the filter.
 (function () {
   "use strict";
@@ -21,22 +21,24 @@
     }
   }
 
-  function loadTimeline() {
-    var box = document.getElementById("timeline");
-    if (!box || !box.getAttribute("data-src")) { return; }
-    fetch(box.getAttribute("data-src"), { credentials: "same-origin", headers: { "Accept": "text/html" } })
-      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
-      .then(function (html) {
-        // The fragment is rendered and escaped by the server, like every page.
-        box.innerHTML = html;
-        localize(box);
-      })
-      .catch(function () { box.textContent = "The timeline could not be loaded."; });
+  // Parts that may take a scan (the count, the timeline) arrive after the rows.
+  function loadFragments() {
+    var boxes = document.querySelectorAll("[data-src]");
+    Array.prototype.forEach.call(boxes, function (box) {
+      fetch(box.getAttribute("data-src"), { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
+        .then(function (html) {
+          // The fragment is rendered and escaped by the server, like every page.
+          box.innerHTML = html;
+          localize(box);
+        })
+        .catch(function () { box.textContent = "Could not be loaded; reload the page."; });
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     localize(document);
-    loadTimeline();
+    loadFragments();
     var select = document.querySelector("select[data-nav-tenant]");
     if (select) {
       select.addEventListener("change", function () {
