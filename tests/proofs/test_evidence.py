@@ -123,3 +123,12 @@ def test_verify_bundle_api_reports(signed: Signed) -> None:
     assert report.signer == "+".join(signed.vkey.split("+")[:2])
     with pytest.raises(VerificationError):
         evidence.verify_bundle(bundle, [tree.Signer(ck.generate_key()).vkey])
+
+
+def test_max_events_caps_the_bundle_and_says_so(signed: Signed) -> None:
+    """--max-events stops the export at that many events, says it stopped, and the bundle still verifies."""
+    out = signed.dir / "small.zip"
+    code, stdout, err = run("evidence", "export", "--out", str(out), "--max-events", "7", "--db", signed.url)
+    assert code == 0, err
+    assert "7 events" in stdout and "stopped at --max-events 7" in stdout
+    assert evidence.verify_bundle(out, [signed.vkey]).events == 7
