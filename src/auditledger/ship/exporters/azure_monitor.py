@@ -42,12 +42,13 @@ class AzureMonitorExporter(HttpExporter):
             SCOPE,
         )
         self.fmt = json_formatter(props.choice("format", JSON_FORMATS, "native"), f"{props.where}.format")
+        self.chunk = props.integer("chunk", 1000, low=1, high=100_000)
         self.http_options(props)
 
     def send(self, records: Sequence[Record]) -> None:
         items = [orjson.dumps({"TimeGenerated": r.iso_date, **self.fmt(r)}) for r in records]
         url = f"{self.endpoint}/dataCollectionRules/{self.rule}/streams/{self.stream}"
-        for start, end in sized_chunks(items, 10_000, MAX_BYTES - 2, overhead=1):
+        for start, end in sized_chunks(items, self.chunk, MAX_BYTES - 2, overhead=1):
             body = gzipped(b"[" + b",".join(items[start:end]) + b"]")
             headers = {
                 "Authorization": f"Bearer {self.tokens.token()}",
@@ -60,4 +61,4 @@ class AzureMonitorExporter(HttpExporter):
                 if "answered 401" in str(exc):
                     self.tokens.invalidate()
                     exc.retryable = True
-                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
+                raise exc.only(range(start, len(records))) from None

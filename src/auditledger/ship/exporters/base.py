@@ -40,6 +40,10 @@ class DeliveryError(AuditLedgerError):
         self.failed = None if failed is None else list(failed)
         self.retry_after = retry_after  # seconds the destination asked us to wait (Retry-After)
 
+    def only(self, failed: Sequence[int]) -> DeliveryError:
+        """The same failure, for the records at ``failed`` only (the rest were accepted)."""
+        return DeliveryError(str(self), retryable=self.retryable, failed=failed, retry_after=self.retry_after)
+
 
 class Exporter:
     """Base of exporters: build from properties, ``send`` batches, optionally ``put_object``."""

@@ -60,4 +60,4 @@ class DatadogExporter(HttpExporter):
             try:
                 self.request("POST", f"{self.base}/api/v2/logs", content=body, headers=headers)
             except DeliveryError as exc:  # earlier chunks were accepted: only the rest is pending
-                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
+                raise exc.only(range(start, len(records))) from None

@@ -173,9 +173,7 @@ class ElasticsearchExporter(HttpExporter):
             try:
                 answer = self._call("POST", "/_bulk", b"\n".join(lines) + b"\n", "application/x-ndjson")
             except DeliveryError as exc:
-                raise DeliveryError(
-                    str(exc), retryable=exc.retryable, failed=[*failed, *range(start, len(records))]
-                ) from None
+                raise exc.only([*failed, *range(start, len(records))]) from None
             if not answer.get("errors"):
                 continue
             items = answer.get("items") or []

@@ -98,4 +98,4 @@ class GcpLoggingExporter(HttpExporter):
                 if "answered 401" in str(exc):
                     self.tokens.invalidate()
                     exc.retryable = True
-                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
+                raise exc.only(range(start, len(records))) from None

@@ -41,7 +41,7 @@ class ObjectExporter(Exporter):
             try:
                 self.put(name, data, self.content_type)
             except DeliveryError as exc:
-                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
+                raise exc.only(range(start, len(records))) from None
 
     def put_object(self, name: str, data: bytes, content_type: str = "text/plain") -> str:
         lead = self.prefix.strip("/")

@@ -44,6 +44,7 @@ class OtlpExporter(HttpExporter):
         self.service = props.text("serviceName", "auditledger") or "auditledger"
         self.fmt = json_formatter(props.choice("format", JSON_FORMATS, "native"), f"{props.where}.format")
         self.compress = props.boolean("gzip", False)
+        self.chunk = props.integer("chunk", 1000, low=1, high=100_000)
         self.http_options(props)
 
     def _log(self, r: Record) -> dict[str, Any]:
@@ -69,6 +70,13 @@ class OtlpExporter(HttpExporter):
         }
 
     def send(self, records: Sequence[Record]) -> None:
+        for start in range(0, len(records), self.chunk):
+            try:
+                self._send(records[start : start + self.chunk])
+            except DeliveryError as exc:  # earlier chunks were accepted
+                raise exc.only(range(start, len(records))) from None
+
+    def _send(self, records: Sequence[Record]) -> None:
         request = {
             "resourceLogs": [
                 {

@@ -62,7 +62,7 @@ class SplunkExporter(HttpExporter):
                 bad = _invalid_event(str(exc))
                 if bad is not None:
                     raise DeliveryError(str(exc), retryable=False, failed=range(start + bad, len(records))) from None
-                raise DeliveryError(str(exc), retryable=exc.retryable, failed=range(start, len(records))) from None
+                raise exc.only(range(start, len(records))) from None
 
 
 def _invalid_event(message: str) -> int | None:
