@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auditledger
@@ -203,12 +204,38 @@ def create_app(settings: Settings | None = None, ledger: AuditLog | None = None)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # Cross-tenant and specific paths before /{tenant}/auditlogs/{id}.
-    app.include_router(kestra.router)
-    for router in routes.routers():  # features' fixed paths (.../auditlogs/checkpoint) before {id}
+    # Features' fixed paths (.../auditlogs/checkpoint) come before .../auditlogs/{id}.
+    for router in [kestra.router, *routes.routers(), ingest.router]:
+        _document_errors(router.routes)
         app.include_router(router)
-    app.include_router(ingest.router)
+    _document_errors(app.routes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
     return app
+
+
+_ERROR_CODES = {
+    400: "Unreadable body",
+    401: "Missing, unknown, expired or revoked token",
+    403: "The token lacks the role or the tenant",
+    404: "Not found (or not visible to this token)",
+    409: "Conflicts with stored state",
+    413: "Body too large",
+    422: "Invalid input; `field` names it",
+    429: "Too many failed authentications from this source; see Retry-After",
+    503: "Store unavailable or writer full; see Retry-After",
+}
+
+
+def _document_errors(found: list[BaseRoute]) -> None:
+    """Every route can answer the error handlers' statuses: say so in the OpenAPI of every route."""
+    from fastapi.routing import APIRoute
+
+    from auditledger.server.shapes import ErrorAnswer
+
+    for route in found:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            for code, description in _ERROR_CODES.items():
+                route.responses.setdefault(code, {"model": ErrorAnswer, "description": description})
 
 
 def _describe_metrics(metrics: Metrics, writer: Writer) -> None:
