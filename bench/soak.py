@@ -96,7 +96,8 @@ class ServerProcess:
         self.starts += 1
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode} while starting (log: {self.log})")
+                tail = self.log.read_text(errors="replace")[-1500:] if self.log else ""
+                raise RuntimeError(f"the server exited with {self.proc.returncode} while starting:\n{tail}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return time.monotonic() - began

@@ -52,7 +52,7 @@ def inclusion_answer(store: Store, tenant: str, id: str, checkpoint_size: int | 
     Without ``checkpoint_size`` the proof is to the latest checkpoint that holds
     the event, else to the current tree.
     """
-    row = store.get(tenant, id)
+    row = None if "\x00" in id else store.get(tenant, id)  # no id holds NUL; PostgreSQL cannot bind one
     if row is None:
         raise NotFoundError(f"no event {id!r} in tenant {tenant!r}")
     proofs = tree.Tree.current(store, tenant)

@@ -310,6 +310,8 @@ def from_kestra_params(
     for name, value in params:
         if name in ignore:
             continue
+        if "\x00" in name or "\x00" in value:
+            raise ValidationError(name.replace("\x00", "\\0"), "contains a NUL character")
         m = _BRACKETS_RE.fullmatch(name)
         if m is None:
             if name.startswith("filters"):

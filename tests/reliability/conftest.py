@@ -31,6 +31,17 @@ class Live:
     app: Any
     tokens: dict[str, str] = field(default_factory=dict)
 
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Stop the server and close the ledger (again at teardown is harmless)."""
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(15)
+            self.server = None
+        self.ledger.close()
+
     def client(self, who: str | None = "admin@*", **kwargs: Any) -> httpx.Client:
         headers = {} if who is None else {"Authorization": f"Bearer {self.tokens[who]}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
@@ -53,20 +64,19 @@ def serve(settings: Settings, ledger: AuditLog) -> tuple[Any, uvicorn.Server, th
 @pytest.fixture
 def make_live(tmp_path: Path) -> Iterator[Callable[..., Live]]:
     """A factory: ``make_live(**settings)`` starts a server on a fresh SQLite file; all stop at teardown."""
-    running: list[tuple[uvicorn.Server, threading.Thread, AuditLog]] = []
+    running: list[Live] = []
 
     def make(**overrides: Any) -> Live:
         path = tmp_path / f"ledger{len(running)}.db"
-        settings = Settings(db=f"sqlite:///{path}", **overrides)
+        settings = Settings(**{"db": f"sqlite:///{path}", **overrides})
         ledger = AuditLog.open(settings.db)
         tokens = Tokens(ledger.store)
         secrets = {f"{role}@{scope}": tokens.create(role, scope)[0] for role in ROLES for scope in ("acme", "*")}
         app, server, thread, url = serve(settings, ledger)
-        running.append((server, thread, ledger))
-        return Live(url, ledger, settings, app, secrets)
+        live = Live(url, ledger, settings, app, secrets, server, thread)
+        running.append(live)
+        return live
 
     yield make
-    for server, thread, ledger in running:
-        server.should_exit = True
-        thread.join(15)
-        ledger.close()
+    for live in running:
+        live.stop()

@@ -146,3 +146,11 @@ def test_query_with_unpaired_surrogate_is_a_validation_error(ledger: AuditLog) -
     with pytest.raises(ValidationError, match="position 6: not valid UTF-8") as caught:
         parse("actor:\ud800x")
     assert caught.value.field == "q"
+
+
+def test_kestra_filter_with_nul_names_the_parameter() -> None:
+    """A NUL in a filter is refused naming the parameter (PostgreSQL could not even bind it: it was a 503)."""
+    for name, value in (("namespace", "a\x00"), ("filters[userId][CONTAINS]", "\x00"), ("q", "x\x00y")):
+        with pytest.raises(ValidationError, match="contains a NUL character") as caught:
+            from_kestra_params([(name, value)], now=NOW)
+        assert caught.value.field == name

@@ -289,6 +289,8 @@ def history(
     detail_id: Annotated[str, Path(alias="detailId", max_length=1024)],
     _p: Principal = Depends(require("auditor")), ledger: AuditLog = Depends(get_ledger),
 ) -> Response:
+    if "\x00" in detail_id:
+        return json_response([])  # no details value holds NUL, and PostgreSQL cannot bind one
     limit = get_settings(request).export_max_events
     query = Q((Term(Field.DETAIL, (detail_id,), key="id"),))
     entries = [shapes.history_entry(e) for e in itertools.islice(ledger.iter_search(query, tenant=tenant), limit)]
