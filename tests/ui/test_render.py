@@ -171,3 +171,23 @@ def test_timeline_counts_match_the_events() -> None:
         ranged = timeline.build(log, parse("after:-6h", now=now), "main", now)
         assert ranged is not None and ranged.total == 5  # 1h07 ... 5h07 ago
         assert time.perf_counter() - started < 2
+
+
+def test_timeline_of_a_broad_details_filter_charts_the_newest_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a details filter matches more than MAX_SCANNED events, the chart covers the newest window that fits."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    monkeypatch.setattr(timeline, "MAX_SCANNED", 14)
+    with AuditLog.open("memory://") as log:
+        dates = [now - timedelta(hours=h, minutes=7) for h in range(30, 0, -1)]
+        raws = [
+            {"resource_type": "FLOW", "action": "UPDATE", "actor": {"type": "USER", "id": "a"},
+             "details": {"namespace": "a" if h % 2 else "b"}}
+            for h in range(30, 0, -1)
+        ]
+        log.backfill(raws, dates)
+        line = timeline.build(log, parse("namespace:a"), "main", now)
+        assert line is not None and line.partial
+        assert line.total == 12  # the odd hours 1 ... 23 of the last day
+        narrow = timeline.build(log, parse("namespace:b after:-10h", now=now), "main", now)
+        assert narrow is not None and not narrow.partial  # the even hours 2 ... 8: few enough to chart whole
+        assert narrow.total == 4 and narrow.start == now - timedelta(hours=10)

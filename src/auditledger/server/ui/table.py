@@ -222,7 +222,7 @@ def timeline_fragment(request: Request, tenant: str, q: str = "") -> Response:
             after, before = format_date(bar.start), format_date(bar.end)
             bars.append({"bar": bar, "q": render.with_range(query, after, before), "after": after, "before": before})
     return web.page(request, "_timeline.html", tenant=tenant, line=line, bars=bars, width=timeline.WIDTH,
-                    height=timeline.HEIGHT)
+                    height=timeline.HEIGHT, max_scanned=timeline.MAX_SCANNED)
 
 
 # ---------------------------------------------------------------- export

@@ -5,8 +5,9 @@ it is cut into at most :data:`MAX_BUCKETS` buckets of a round size (a minute
 up to a week) so that a bar reads as "this hour" or "that day". Without
 details terms each bar is one ``ledger.count`` over a date range, a range scan
 of the date index; with details terms, whose subquery would be re-run for
-every bar, the store's ``facets`` counts all bars in one pass. The page loads
-the histogram after the table, never in the way of the first rows.
+every bar, the store's ``facets`` counts all bars in one pass, over at most
+:data:`MAX_SCANNED` matches (the newest 30 days, 7 days ... when more match).
+The page loads the histogram after the table, never in the way of the rows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _SIZES = tuple(
     timedelta(seconds=s)
     for s in (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400)
 )
+MAX_SCANNED = 50_000
+_WINDOWS = (timedelta(days=30), timedelta(days=7), timedelta(days=1), timedelta(hours=1))
 WIDTH = 1000
 HEIGHT = 90
 
@@ -47,6 +50,7 @@ class Timeline:
     step: timedelta
     total: int
     peak: int
+    partial: bool = False  # only the newest part of the range is charted (too many matches)
 
 
 def bucket_size(span: timedelta) -> timedelta:
@@ -62,11 +66,30 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros - micros % size)
 
 
+def _by_details(query: Query) -> bool:
+    return any(t.field in (Field.DETAIL, Field.TEXT) for t in query.terms)
+
+
+def _bounded_start(ledger: AuditLog, query: Query, tenant: str, start: datetime, end: datetime) -> datetime:
+    """The latest start, from ``start`` back, whose span holds at most :data:`MAX_SCANNED` matches.
+
+    A details filter costs a lookup per matching row; past a few tens of thousands
+    the chart would take longer than anyone waits, so it covers the newest part.
+    """
+    for span in (None, *_WINDOWS):
+        lo = start if span is None else end - span
+        if lo < start:
+            continue
+        if ledger.count(Query(query.terms, lo, end, query.any_of), tenant=tenant, cap=MAX_SCANNED) <= MAX_SCANNED:
+            return lo
+    return end - _WINDOWS[-1]
+
+
 def _counts(
     ledger: AuditLog, query: Query, tenant: str, edges: list[datetime], start: datetime, end: datetime,
     step: timedelta, cap: int,
 ) -> list[int]:
-    if any(t.field is Field.DETAIL for t in query.terms):
+    if _by_details(query):
         size = int(step.total_seconds() * 1_000_000)
         facets = ledger.store.facets(tenant, Query(query.terms, start, end, query.any_of), bucket_micros=size)
         found = dict(facets.timeline)
@@ -90,6 +113,9 @@ def build(
         start = oldest[0].date
     if start >= end:
         return None
+    full_start = start
+    if _by_details(query):
+        start = _bounded_start(ledger, query, tenant, start, end)
     step = bucket_size(end - start)
     edges: list[datetime] = []
     edge = _floor(start, step)
@@ -108,4 +134,4 @@ def build(
             Bar(max(lo, start), min(lo + step, end), min(count, cap), count > cap,
                 i * width, HEIGHT - height, max(width - 1.0, 1.0), height)
         )
-    return Timeline(bars, start, end, step, sum(b.count for b in bars), peak)
+    return Timeline(bars, start, end, step, sum(b.count for b in bars), peak, start > full_start)
