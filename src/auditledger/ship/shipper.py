@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +95,11 @@ class ShipResult:
 
 Progress = Callable[[ProgressEvent], None]
 
+# Long-lived threads: a store keeps one reader connection per thread, so threads made per
+# run would leave a connection behind every run of a scheduled shipper.
+_EXPORTER_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ship-exporter")
+_READ_AHEAD = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ship-read-ahead")
+
 # Portable SQL over the tables every store has (0001_init): the primary keys serve the range.
 _WINDOW_SQL = (
     "SELECT e.seq, e.id, e.date, e.body, l.hash FROM events e "
@@ -146,9 +151,8 @@ class Shipper:
         if len(self.exporters) == 1:
             result.exporters.append(self._ship_one(self.exporters[0], head, moment))
         else:
-            with ThreadPoolExecutor(max_workers=min(8, len(self.exporters)), thread_name_prefix="ship") as pool:
-                futures = [pool.submit(self._ship_one, e, head, moment) for e in self.exporters]
-                result.exporters.extend(f.result() for f in futures)
+            futures = [_EXPORTER_POOL.submit(self._ship_one, e, head, moment) for e in self.exporters]
+            result.exporters.extend(f.result() for f in futures)
         if self.spec.delete and result.ok and result.exporters:
             result.purged = self._purge(min(e.offset for e in result.exporters), head)
         result.seconds = time.perf_counter() - started
@@ -163,13 +167,17 @@ class Shipper:
         out.start = out.offset = offset
         query = self.spec.filter()
         unfiltered = query == Query()
+        ahead: Future[list[Record]] | None = None
         try:
             self._with_retries(exporter, lambda: exporter.open())
             while offset < head:
                 if unfiltered:
-                    # Every position: a seq window read with the ledger's own leaf hashes.
+                    # Every position: a seq window read with the ledger's own leaf hashes. The next
+                    # window is read while this one is sent (SQLite and sockets release the GIL).
                     end = min(offset + self.spec.batch_size, head)
-                    records = self._window(offset, end)
+                    records = ahead.result() if ahead is not None else self._window(offset, end)
+                    nxt = min(end + self.spec.batch_size, head)
+                    ahead = _READ_AHEAD.submit(self._window, end, nxt) if end < head else None
                 else:
                     after = Cursor(0, self.tenant, offset - 1) if offset > 0 else None
                     rows = self.store.search(self.tenant, query, limit=self.spec.batch_size, after=after, order="asc")
@@ -194,6 +202,8 @@ class Shipper:
         except Exception as exc:  # a bug or an unexpected library error must not stop the other exporters
             out.error = self.secrets.redact(f"{type(exc).__name__}: {exc}")
         finally:
+            if ahead is not None and not ahead.cancel():
+                wait([ahead])  # no read may outlive the run (the caller may close the store next)
             try:
                 exporter.close()
             except Exception as exc:
