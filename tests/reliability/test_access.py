@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from auditledger import AuditLog
+from auditledger.jobs import Jobs
+from auditledger.model import Actor
+from auditledger.retention import PurgeFilter, Retention
 from auditledger.server.auth import ACCESS_TENANT, Tokens
 from tests.reliability.conftest import Live
 
@@ -102,3 +106,41 @@ def test_reads_are_audited_when_the_setting_is_on(make_live: Callable[..., Live]
     reader = next(t.id for t in Tokens(loud.ledger.store).list() if (t.role, t.tenant) == ("auditor", "acme"))
     assert all(e.actor.type == "SERVICE_ACCOUNT" and e.actor.id == reader for e in reads)
     assert {e.details.get("query") for e in reads} == {"q=resource%3AFLOW", None}
+
+
+def test_every_administrative_action_is_an_audit_event(tmp_path: Path) -> None:
+    """Token created/revoked, job created/changed, legal hold placed/released and purge each append their event."""
+    with AuditLog.open(f"sqlite:///{tmp_path / 'admin.db'}") as ledger:
+        admin = Actor.user("root@acme.io")
+        ledger.record("FLOW", "UPDATE", {"type": "USER", "id": "anna"}, details={"namespace": "company.team"})
+        tokens = Tokens(ledger.store)
+        _, info = tokens.create("auditor", "main", actor=admin)
+        tokens.revoke(info.id, actor=admin)
+        jobs = Jobs(ledger)
+        jobs.apply(JOB, actor=admin)
+        jobs.apply(JOB.replace("1 month", "one month"), actor=admin)
+        retention = Retention(ledger, min_age=timedelta(0))
+        hold = retention.create_hold("namespace:company.team", "case 42", actor=admin)
+        retention.release_hold(hold.id, actor=admin)
+        retention.purge(PurgeFilter(end_date=datetime.now(UTC) + timedelta(seconds=1), namespace="company.team"),
+                        actor=admin, force=True)
+        seen = [(e.tenant, e.resource_type, e.action) for e in ledger.iter_search(tenant=None)
+                if e.actor.id == "root@acme.io"]
+        assert sorted(seen) == sorted([
+            (ACCESS_TENANT, "CREDENTIAL", "CREATE"), (ACCESS_TENANT, "CREDENTIAL", "DELETE"),
+            ("main", "FLOW", "CREATE"), ("main", "FLOW", "UPDATE"),
+            ("main", "LEGAL_HOLD", "CREATE"), ("main", "LEGAL_HOLD", "DELETE"),
+            ("main", "AUDITLOG", "DELETE"),
+        ])
+        ledger.verify()
+
+
+JOB = """\
+id: audit_log_cleanup
+namespace: system
+tasks:
+  - id: purge_audit_logs
+    type: io.kestra.plugin.ee.core.log.PurgeAuditLogs
+    description: Purge audit logs older than 1 month
+    endDate: "{{ now() | dateAdd(-1, 'MONTHS') }}"
+"""
