@@ -6,7 +6,7 @@ up to a week) so that a bar reads as "this hour" or "that day". Without
 details terms each bar is one ``ledger.count`` over a date range, a range scan
 of the date index; with details terms, whose subquery would be re-run for
 every bar, the store's ``facets`` counts all bars in one pass, over at most
-:data:`MAX_SCANNED` matches (the newest 30 days, 7 days ... when more match).
+:data:`MAX_SCANNED` matches (the newest 30 days, 7 days, 2 days ... when more match).
 The page loads the histogram after the table, never in the way of the rows.
 """
 
@@ -24,8 +24,8 @@ _SIZES = tuple(
     timedelta(seconds=s)
     for s in (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400)
 )
-MAX_SCANNED = 50_000
-_WINDOWS = (timedelta(days=30), timedelta(days=7), timedelta(days=1), timedelta(hours=1))
+MAX_SCANNED = 20_000
+_WINDOWS = (timedelta(days=30), timedelta(days=7), timedelta(days=2), timedelta(days=1), timedelta(hours=1))
 WIDTH = 1000
 HEIGHT = 90
 
