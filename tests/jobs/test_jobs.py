@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from auditledger import AuditLog, ConfigError, NotFoundError
+from auditledger import Actor, AuditLog, ConfigError, NotFoundError
 from auditledger.demo import demo_events
 from auditledger.jobs import Jobs, Scheduler, parse_job
 
@@ -181,3 +181,18 @@ def test_the_scheduler_thread_starts_and_stops(ledger: AuditLog) -> None:
     finally:
         scheduler.stop()
     assert Scheduler(Jobs(ledger, holder="t2")).acquire()
+
+
+def test_a_shipper_whose_exporter_fails_ends_the_run_failed(ledger: AuditLog) -> None:
+    """An AuditLogShipper run whose destination refuses is FAILED, names the exporter, and keeps the offset."""
+    ledger.record("FLOW", "CREATE", Actor.user("anna@acme.io"), details={"namespace": "company"})
+    text = (
+        "id: ship\nnamespace: system\ntasks:\n  - id: ship\n    type: io.kestra.plugin.ee.core.log.AuditLogShipper\n"
+        "    maxRetries: 0\n    logExporters:\n      - id: hook\n        type: webhook\n"
+        "        url: http://127.0.0.1:9/unreachable\n"
+    )
+    jobs = Jobs(ledger)
+    job, _ = jobs.apply(text)
+    run = jobs.run_now(job)
+    assert run.status == "FAILED"
+    assert run.error is not None and "hook" in run.error

@@ -294,8 +294,14 @@ class Jobs:
             return {"count": result.count, "held": result.held, "clipped": result.clipped}
         if task.type == "AuditLogShipper":
             from auditledger.ship import run_shipper
+            from auditledger.ship.exporters.base import DeliveryError
 
-            return dict(run_shipper(self.ledger, props, tenant=tenant))
+            outputs = dict(run_shipper(self.ledger, props, tenant=tenant))
+            if outputs.get("errors"):
+                # The shipper keeps each failing exporter's offset for a retry; the run must say it failed.
+                failed = ", ".join(f"{k}: {v}" for k, v in dict(outputs["errors"]).items())
+                raise DeliveryError(f"log exporters failed (offsets kept, the next run resends): {failed}")
+            return outputs
         raise ConfigError(f"task type {task.type!r} cannot run")  # parse_job admits only the types above
 
     def _update(self, run_id: str, **fields: Any) -> None:

@@ -47,7 +47,21 @@ TASK_TYPES = {
         ),
         TaskType(
             "AuditLogShipper",
-            frozenset({"logExporters", "resources", "lookbackPeriod", "offsetKey", "delete", "batchSize"}),
+            frozenset(
+                {
+                    "logExporters",
+                    "resources",
+                    "lookbackPeriod",
+                    "offsetKey",
+                    "delete",
+                    "batchSize",
+                    # ours beside Kestra's (auditledger.ship.spec)
+                    "query",
+                    "maxRetries",
+                    "retryDelay",
+                    "maxRetryDelay",
+                }
+            ),
             frozenset({"logExporters"}),
             ("io.kestra.plugin.ee.core.log.AuditLogShipper",),
         ),
@@ -56,11 +70,24 @@ TASK_TYPES = {
 _TASK_ALIASES = {alias: t.name for t in TASK_TYPES.values() for alias in (t.name, *t.aliases)}
 _TASK_COMMON = frozenset({"id", "type", "description", "disabled", "allowFailure"})
 _SCHEDULE_TYPES = (
-    "Schedule", "io.kestra.plugin.core.trigger.Schedule", "io.kestra.core.models.triggers.types.Schedule",
+    "Schedule",
+    "io.kestra.plugin.core.trigger.Schedule",
+    "io.kestra.core.models.triggers.types.Schedule",
 )
 _SCHEDULE_KEYS = frozenset(
-    {"id", "type", "cron", "withSeconds", "timezone", "recoverMissedSchedules", "disabled", "description",
-     "inputs", "lateMaximumDelay", "stopAfter"}
+    {
+        "id",
+        "type",
+        "cron",
+        "withSeconds",
+        "timezone",
+        "recoverMissedSchedules",
+        "disabled",
+        "description",
+        "inputs",
+        "lateMaximumDelay",
+        "stopAfter",
+    }
 )
 _JOB_KEYS = frozenset({"id", "namespace", "description", "tasks", "triggers", "labels", "disabled", "variables"})
 RECOVER_POLICIES = ("ALL", "LAST", "NONE")
@@ -316,9 +343,11 @@ def _schedule(r: _Reader, node: yaml.Node) -> Schedule:
             zone(timezone, UTC)
         except ValidationError:
             raise r.fail(props["timezone"][1], f"unknown time zone {timezone!r}") from None
-    recover = r.text(props["recoverMissedSchedules"], "recoverMissedSchedules") if (
-        "recoverMissedSchedules" in props
-    ) else "ALL"
+    recover = (
+        r.text(props["recoverMissedSchedules"], "recoverMissedSchedules")
+        if ("recoverMissedSchedules" in props)
+        else "ALL"
+    )
     if recover not in RECOVER_POLICIES:
         raise r.fail(props["recoverMissedSchedules"][1], f"recoverMissedSchedules must be one of {RECOVER_POLICIES}")
     return Schedule(
