@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from auditledger.store.sqlite import SQLiteStore
 from tests.reliability.conftest import Live
 
@@ -78,3 +80,31 @@ def test_read_only_database_is_503_and_recovers(make_live: Callable[..., Live]) 
     """A database that turned read-only (PRAGMA query_only) refuses ingest with 503; writable again, it works."""
     live = make_live()
     _refused_then_recovered(live, "PRAGMA query_only = ON", "PRAGMA query_only = OFF", "readonly")
+
+
+@pytest.mark.parametrize(
+    "table, when",
+    [("leaves", "INSERT"), ("events", "INSERT"), ("details", "INSERT"), ("tree_nodes", "INSERT"),
+     ("tree_heads", "INSERT"), ("heads", "INSERT")],
+)
+def test_failure_at_any_statement_of_a_commit_is_503_and_atomic(
+    make_live: Callable[..., Live], table: str, when: str
+) -> None:
+    """An I/O-like failure injected at each table the commit writes answers 503 and stores nothing of the batch."""
+    live = make_live()
+    store = live.ledger.store
+    assert isinstance(store, SQLiteStore)
+    with live.client("ingest@acme") as http:
+        before = _state(live) if live.ledger.store.heads() else (0, 0)
+        with store._write_lock:
+            store._writer.execute(
+                f"CREATE TRIGGER inject_fault BEFORE {when} ON {table} BEGIN SELECT RAISE(FAIL, 'injected fault'); END"
+            )
+        answer = http.post("/api/v1/acme/auditlogs", json=_batch(300, 10, "x"))  # 300: a full tile of tree nodes
+        assert answer.status_code == 503, answer.text
+        assert "injected fault" in answer.json()["message"] and answer.headers["retry-after"].isdigit()
+        assert (_state(live) if live.ledger.store.heads() else (0, 0)) == before
+        with store._write_lock:
+            store._writer.execute("DROP TRIGGER inject_fault")
+        assert http.post("/api/v1/acme/auditlogs", json=_batch(300, 10, "x")).status_code == 201
+    assert _state(live) == (before[0] + 300, before[1] + 300)

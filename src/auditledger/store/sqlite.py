@@ -458,11 +458,14 @@ class SQLiteWriteTxn:
             raise StoreError(f"read failed: {exc}") from None
 
     def set_head(self, head: Head) -> None:
-        self.conn.execute(
-            "INSERT INTO heads (tenant, size, last_date) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, last_date = excluded.last_date",
-            (head.tenant, head.size, head.last_date),
-        )
+        try:
+            self.conn.execute(
+                "INSERT INTO heads (tenant, size, last_date) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, last_date = excluded.last_date",
+                (head.tenant, head.size, head.last_date),
+            )
+        except sqlite3.Error as exc:  # like insert: a StoreError (503), not a stray sqlite3 error (500)
+            raise StoreError(f"head update failed: {exc}") from None
 
 
 # ---------------------------------------------------------------- query -> SQL
