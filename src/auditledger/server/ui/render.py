@@ -159,10 +159,6 @@ def with_range(query: Query, after: str | None, before: str | None) -> str:
 PRESETS: tuple[tuple[str, str], ...] = (("1h", "Last hour"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
 
 
-def chip_label(term: Term) -> str:
-    return term_text(term)
-
-
 # ---------------------------------------------------------------- exports
 
 

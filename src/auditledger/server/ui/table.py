@@ -33,6 +33,12 @@ from auditledger.store import Cursor
 router = APIRouter()
 
 SIZES = (25, 50, 100, 200)
+EXAMPLES = (  # offered by the empty state
+    "namespace:company.team",
+    "resource:FLOW action:UPDATE,DELETE",
+    "actor.type:SERVICE_ACCOUNT after:-7d",
+    "-action:READ outcome:failure",
+)
 COMMON_RESOURCES = (
     "FLOW", "EXECUTION", "NAMESPACE", "NAMESPACE_FILE", "TRIGGER", "KVSTORE", "KV_STORE", "SECRET", "USER",
     "SERVICE_ACCOUNT", "GROUP", "ROLE", "BINDING", "TENANT", "SETTING", "APP", "DASHBOARD", "AUDITLOG",
@@ -143,7 +149,7 @@ def table(
     chips = []
     for i, term in enumerate(query.terms):
         try:
-            chips.append({"label": render.chip_label(term), "q": render.without_term(query, i)})
+            chips.append({"label": render.term_text(term), "q": render.without_term(query, i)})
         except ValidationError:
             continue
     empty_ledger = not rows and error is None and not q.strip() and older is None and newer is None
@@ -162,30 +168,19 @@ def table(
         chips=chips,
         range_q=render.with_range(query, None, None) if (query.after or query.before) and error is None else None,
         query=query,
-        presets=[(p, label, _preset_q(query, p) if error is None else None) for p, label in render.PRESETS],
+        presets=[(p, label, render.with_range(query, f"-{p}", None)) for p, label in render.PRESETS]
+        if error is None
+        else [],
         older=cursor_of(events[-1]) if has_older and events else None,
         newer=cursor_of(events[0]) if has_newer and events else None,
         resources=COMMON_RESOURCES,
         actions=sorted(KESTRA_ACTIONS),
         empty_ledger=empty_ledger,
         verified=web.verify_results(request).get(tenant),
-        examples=_examples(),
+        examples=EXAMPLES,
     )
     response.headers["Server-Timing"] = f"page;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
-
-
-def _preset_q(query: Query, preset: str) -> str:
-    return render.with_range(query, f"-{preset}", None)
-
-
-def _examples() -> list[str]:
-    return [
-        "namespace:company.team",
-        "resource:FLOW action:UPDATE,DELETE",
-        "actor.type:SERVICE_ACCOUNT after:-7d",
-        "-action:READ outcome:failure",
-    ]
 
 
 @router.get("/t/{tenant}/count")
