@@ -11,6 +11,7 @@ import pytest
 
 from auditledger.store.sqlite import SQLiteStore
 from tests.reliability.conftest import Live
+from tests.store.pg import pg_schema
 
 
 def _batch(n: int, size: int, tag: str) -> list[dict[str, Any]]:
@@ -108,3 +109,28 @@ def test_failure_at_any_statement_of_a_commit_is_503_and_atomic(
             store._writer.execute("DROP TRIGGER inject_fault")
         assert http.post("/api/v1/acme/auditlogs", json=_batch(300, 10, "x")).status_code == 201
     assert _state(live) == (before[0] + 300, before[1] + 300)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("table", ["leaves", "events", "details", "tree_nodes", "tree_heads", "heads"])
+def test_postgres_failure_at_any_table_is_503_and_atomic(make_live: Callable[..., Live], table: str) -> None:
+    """On PostgreSQL too, a failure injected at each table a commit writes is a 503 and stores nothing."""
+    import psycopg
+
+    with pg_schema() as url:
+        live = make_live(db=url)
+        with live.client("ingest@acme") as http, psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
+            )
+            conn.execute(f"CREATE TRIGGER inject_fault BEFORE INSERT OR UPDATE ON {table} "
+                         "FOR EACH ROW EXECUTE FUNCTION inject_fault()")
+            answer = http.post("/api/v1/acme/auditlogs", json=_batch(300, 10, "x"))
+            assert answer.status_code == 503, answer.text
+            assert "injected fault" in answer.json()["message"] and answer.headers["retry-after"].isdigit()
+            assert _state(live) == (0, 0)
+            conn.execute(f"DROP TRIGGER inject_fault ON {table}")
+            assert http.post("/api/v1/acme/auditlogs", json=_batch(300, 10, "x")).status_code == 201
+        assert _state(live) == (300, 300)
+        live.stop()
