@@ -38,7 +38,9 @@ def _no_sideways_scroll(tab: Tab) -> bool:
 
 
 def test_laptop_views(tab: Tab, shots: Path) -> None:
-    """The table, diff, event and admin pages render at laptop width; each is saved as a screenshot."""
+    """The sign-in, table, diff, event and admin pages render at laptop width; each is saved as a screenshot."""
+    tab.goto("/ui/signin")
+    tab.page.screenshot(path=str(shots / "signin.png"))
     tab.sign_in("admin")
     tab.goto("/ui/t/main?q=namespace%3Acompany.team")
     tab.page.locator("#timeline svg").wait_for()
@@ -90,4 +92,4 @@ def test_keyboard_use(tab: Tab, shots: Path) -> None:
         tab.page.keyboard.press("Tab")
         reached.add(tab.page.evaluate("document.activeElement.className"))
     assert "tag" in reached and "btn icon" in reached
-    tab.page.screenshot(path=str(shots / "signin-focus.png"))
+    tab.page.screenshot(path=str(shots / "keyboard.png"))
