@@ -238,6 +238,7 @@ def test_admin_page_lists_jobs_and_holds(live: Live) -> None:
     hold = Retention(live.ledger).create_hold("namespace:company <b>x</b>", "litigation <script>", tenant="main")
     with _signed_in(live, "admin") as client:
         page = client.get("/ui/admin").text
+        assert "<title>Admin · auditledger</title>" in page
         assert "system.audit_log_cleanup" in page and "0 3 * * *" in page and "PurgeAuditLogs" in page
         assert hold.id in page and "litigation &lt;script&gt;" in page
         assert "resource%3AAUDITLOG+action%3ADELETE" in page

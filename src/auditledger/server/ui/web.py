@@ -21,12 +21,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from auditledger.errors import AuthError
-from auditledger.ledger import AuditLog
 from auditledger.model import TENANT_RE, Actor, format_date
 from auditledger.server.auth import DEV_PRINCIPAL, Principal, Tokens, audit_read
+from auditledger.server.deps import get_ledger, get_settings
 from auditledger.server.ui import render
 from auditledger.server.ui.session import COOKIE_PATH, SESSION_COOKIE, Sealer
-from auditledger.settings import Settings
 
 HERE = Path(__file__).parent
 CSP = (
@@ -89,14 +88,9 @@ _env.globals["url"] = url
 # ---------------------------------------------------------------- app state
 
 
-def settings(request: Request) -> Settings:
-    conf: Settings = request.app.state.settings
-    return conf
-
-
-def ledger(request: Request) -> AuditLog:
-    log: AuditLog = request.app.state.ledger
-    return log
+# The app's ledger and settings, as every feature router reads them.
+settings = get_settings
+ledger = get_ledger
 
 
 def tokens(request: Request) -> Tokens:
