@@ -513,8 +513,22 @@ def _pairs_cond(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
 
 
 def _exists(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
-    cond, params = _pairs_cond(pairs)
-    return f"EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND ({cond}))", params
+    """One ``EXISTS`` per key, each a set of primary-key point lookups.
+
+    A single ``EXISTS`` with the keys ORed inside leaves the planner, on a file never
+    analysed, with only ``tenant =`` for the index: a scan of the tenant's details per row
+    (seconds to minutes at 100k events). Split per key, every lookup is bound on the whole key.
+    """
+    by_key: dict[str, list[str]] = {}
+    for key, value in pairs:
+        by_key.setdefault(key, []).append(value)
+    parts = [
+        "EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.key = ? "
+        f"AND d.value IN ({','.join('?' * len(values))}) AND d.seq = e.seq)"
+        for values in by_key.values()
+    ]
+    params: list[Any] = [item for key, values in by_key.items() for item in (key, *values)]
+    return "(" + " OR ".join(parts) + ")", params
 
 
 def where_clause(
