@@ -3,7 +3,7 @@
 Three copies of the example app in one process, each on its own SQLite file:
 auditing off, auditing to an embedded ledger (SQLite, WAL, synchronous=FULL),
 and auditing through the HTTP client in background-batching mode to a real
-``auditledger`` server (uvicorn in a thread on 127.0.0.1). Requests go
+``auditledger serve`` process on 127.0.0.1. Requests go
 through the full ASGI stack in-process (httpx.ASGITransport), rounds are
 interleaved so that the machine's noise hits every mode alike, and the
 median per-request time of each mode is reported.
@@ -18,7 +18,6 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,30 +37,56 @@ SOURCE = "id: bench\nnamespace: company.bench\ntasks:\n  - id: t\n    type: io.k
 
 
 def start_server(folder: Path) -> tuple[Any, str, str, AuditLog]:
-    """An auditledger server on a fresh SQLite ledger; returns (server, url, ingest token, ledger)."""
-    import uvicorn
+    """``auditledger serve`` in its own process on a fresh SQLite ledger, as deployed (not a thread of
+    the app's process, where it would take the app's GIL); returns (process, url, ingest token, ledger)."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
 
     from auditledger.server import Tokens
-    from auditledger.server import create_app as server_app
 
-    ledger = AuditLog.open(f"sqlite:///{folder / 'server.db'}")
+    url_db = f"sqlite:///{folder / 'server.db'}"
+    ledger = AuditLog.open(url_db)
     token = Tokens(ledger.store).create("ingest", "main")[0]
-    config = uvicorn.Config(server_app(ledger=ledger), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from auditledger.cli import main; main()",
+            "serve",
+            "--db",
+            url_db,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
             raise RuntimeError("the auditledger server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}", token, ledger
+        time.sleep(0.1)
+    return process, url, token, ledger
 
 
 class Driver:
     def __init__(self, app: Any) -> None:
         self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://bench",
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://bench",
             headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/x-yaml"},
         )
         self.revision = 0
@@ -114,7 +139,8 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     if client is not None:
         client.close()
     if server is not None:
-        server.should_exit = True
+        server.terminate()
+        server.wait(10)
     base = statistics.median(times["off"])
     print(f"write endpoint: PUT /api/v1/flows/{{ns}}/{{id}}, {args.rounds} rounds x {args.requests} requests")
     for name, values in times.items():
