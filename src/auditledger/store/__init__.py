@@ -75,6 +75,19 @@ class Facets:
     timeline: list[tuple[int, int]]  # (bucket start in microseconds since the epoch, count), oldest first
 
 
+def merge_positions(leaves: Sequence[tuple[int, bytes, Any]], rows: Mapping[int, Row]) -> list[LeafRow]:
+    """One chunk of ``scan``: leaves joined with their events, in seq order.
+
+    An event row whose seq has no leaf (a forged insert) comes out as a position with an
+    empty leaf hash, so that verify names it instead of skipping it.
+    """
+    seen = {seq for seq, _, _ in leaves}
+    merged = [LeafRow(seq, bytes(h), bool(p), rows.get(seq)) for seq, h, p in leaves]
+    merged += [LeafRow(seq, b"", False, row) for seq, row in rows.items() if seq not in seen]
+    merged.sort(key=lambda lr: lr.seq)
+    return merged
+
+
 class WriteTxn(Protocol):
     """One write transaction; the store serialises them."""
 

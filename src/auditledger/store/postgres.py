@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Query
-from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row
+from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row, merge_positions
 from auditledger.store.postgres_sql import DETAIL_KEYS, filtered, has_text, portable
 from auditledger.store.sqlite import migrations
 
@@ -399,11 +399,7 @@ class PostgresStore:
                     with_details=True,
                 )
             }
-            seen = {seq for seq, _, _ in leaves}
-            merged = [LeafRow(seq, bytes(h), bool(p), rows.get(seq)) for seq, h, p in leaves]
-            merged += [LeafRow(seq, b"", False, row) for seq, row in rows.items() if seq not in seen]
-            merged.sort(key=lambda lr: lr.seq)
-            yield from merged
+            yield from merge_positions(leaves, rows)
             if not leaves and not rows:
                 more = self._query(
                     "SELECT least((SELECT min(seq) FROM leaves WHERE tenant = %s AND seq >= %s), "

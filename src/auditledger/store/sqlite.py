@@ -20,7 +20,7 @@ from typing import Any
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Field, Match, Query, Term
-from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row
+from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row, merge_positions
 
 _COLUMNS = (
     "e.id, e.tenant, e.seq, e.date, e.resource_type, e.action, e.actor_type, e.actor_id, "
@@ -326,12 +326,7 @@ class SQLiteStore:
                     with_details=True,
                 )
             }
-            # Rows whose seq has no leaf (forged inserts) come out as leaves-less positions.
-            seen = {seq for seq, _, _ in leaves}
-            merged = [LeafRow(seq, bytes(h), bool(p), rows.get(seq)) for seq, h, p in leaves]
-            merged += [LeafRow(seq, b"", False, row) for seq, row in rows.items() if seq not in seen]
-            merged.sort(key=lambda lr: lr.seq)
-            yield from merged
+            yield from merge_positions(leaves, rows)
             if not leaves and not rows:
                 more = conn.execute(
                     "SELECT min(seq) FROM (SELECT seq FROM leaves WHERE tenant = ? AND seq >= ? "
