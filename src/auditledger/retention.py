@@ -46,6 +46,7 @@ DEFAULT_MIN_AGE = timedelta(days=7)
 HOLD_RESOURCE = "LEGAL_HOLD"
 _NAMESPACE_KEY = "namespace"
 _TARGET_BATCH_SECONDS = 0.04  # keeps a writer waiting behind a batch well under 200 ms
+_FIRST_WINDOW = 256  # positions in the first purge batch
 _IN_CHUNK = 500  # values per IN (...) list: well under every dialect's parameter limit
 _RECLAIM_PAGES = 2000  # pages freed per incremental-vacuum transaction
 
@@ -271,7 +272,9 @@ class Retention:
         date_hi = to_micros(end)
         hold_ids, held = self._held(tenant, lo, hi)
         count = held_count = batches = 0
-        window = self.batch_size
+        # Start small and let the timing grow the window: a first batch of thousands of
+        # positions held a waiting writer for most of a second on a slow machine.
+        window = min(self.batch_size, _FIRST_WINDOW)
         pos = lo
         while pos < hi:
             upper = min(pos + window, hi)
