@@ -22,23 +22,32 @@ BATCH = 50
 QUEUE = 100  # events the writer may hold: two requests' worth, against eight senders
 
 
-class Recording(httpx.HTTPTransport):
-    """An httpx transport that keeps every status and the first refusal (to check what it says)."""
+class Seen:
+    """Every status the senders got and the first refusal (to check what it says)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.statuses: Counter[int] = Counter()
         self.refusal: tuple[dict[str, str], bytes] | None = None
         self.lock = threading.Lock()
 
+
+class Recording(httpx.HTTPTransport):
+    """An httpx transport that notes what it sees; one per client, so that no client closes
+    a connection pool another is still using (that leaked a socket now and then)."""
+
+    def __init__(self, seen: Seen) -> None:
+        super().__init__()
+        self.seen = seen
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
+        seen = self.seen
         if response.status_code in (429, 503):
             response.read()
-            with self.lock:
-                self.refusal = self.refusal or (dict(response.headers), response.content)
-        with self.lock:
-            self.statuses[response.status_code] += 1
+            with seen.lock:
+                seen.refusal = seen.refusal or (dict(response.headers), response.content)
+        with seen.lock:
+            seen.statuses[response.status_code] += 1
         return response
 
 
@@ -51,12 +60,12 @@ def test_overload_answers_503_with_retry_after_and_clients_deliver_everything(tm
     server = ServerProcess(url, env={"AUDITLEDGER_WRITER_QUEUE_EVENTS": str(QUEUE),
                                      "AUDITLEDGER_GROUP_COMMIT_MAX_EVENTS": "50"}, log=tmp_path / "server.log")
     server.start()
-    transport = Recording()
+    transport = Seen()
     errors: list[BaseException] = []
 
     def send(worker: int) -> None:
         client = Client(server.url, token, tenant="load", batch_size=BATCH, max_retries=60, max_backoff=2,
-                        transport=transport)
+                        transport=Recording(transport))
         try:
             for b in range(BATCHES):
                 events = [
