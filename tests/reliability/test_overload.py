@@ -60,12 +60,12 @@ def test_overload_answers_503_with_retry_after_and_clients_deliver_everything(tm
     server = ServerProcess(url, env={"AUDITLEDGER_WRITER_QUEUE_EVENTS": str(QUEUE),
                                      "AUDITLEDGER_GROUP_COMMIT_MAX_EVENTS": "50"}, log=tmp_path / "server.log")
     server.start()
-    transport = Seen()
+    seen = Seen()
     errors: list[BaseException] = []
 
     def send(worker: int) -> None:
         client = Client(server.url, token, tenant="load", batch_size=BATCH, max_retries=60, max_backoff=2,
-                        transport=Recording(transport))
+                        transport=Recording(seen))
         try:
             for b in range(BATCHES):
                 events = [
@@ -88,13 +88,13 @@ def test_overload_answers_503_with_retry_after_and_clients_deliver_everything(tm
         peak = server.peak_rss_mib()
     finally:
         server.stop()
-    print(f"overload: statuses {dict(transport.statuses)}, server peak RSS {peak:.0f} MiB")
+    print(f"overload: statuses {dict(seen.statuses)}, server peak RSS {peak:.0f} MiB")
     assert errors == []
-    assert transport.statuses[201] == SENDERS * BATCHES
-    assert transport.statuses[503] + transport.statuses[429] > 0, "the writer was overloaded at least once"
-    assert set(transport.statuses) <= {201, 429, 503}
-    assert transport.refusal is not None
-    headers, body = transport.refusal
+    assert seen.statuses[201] == SENDERS * BATCHES
+    assert seen.statuses[503] + seen.statuses[429] > 0, "the writer was overloaded at least once"
+    assert set(seen.statuses) <= {201, 429, 503}
+    assert seen.refusal is not None
+    headers, body = seen.refusal
     assert headers["retry-after"].isdigit()
     assert b"queued" in body and b"limit" in body, body
     assert peak < 400, f"peak RSS {peak:.0f} MiB"
