@@ -497,11 +497,16 @@ WITH RECURSIVE v(value) AS (
 DenseValues = Callable[[Term], "list[tuple[str, str]] | None"]
 
 
-def _pairs_cond(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
-    """``d.key = k AND d.value IN (...)`` for each key of ``pairs``, ORed: primary-key point lookups."""
+def _by_key(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     by_key: dict[str, list[str]] = {}
     for key, value in pairs:
         by_key.setdefault(key, []).append(value)
+    return by_key
+
+
+def _pairs_cond(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """``d.key = k AND d.value IN (...)`` for each key of ``pairs``, ORed: primary-key point lookups."""
+    by_key = _by_key(pairs)
     parts = [f"(d.key = ? AND d.value IN ({','.join('?' * len(values))}))" for values in by_key.values()]
     params: list[Any] = [item for key, values in by_key.items() for item in (key, *values)]
     return " OR ".join(parts), params
@@ -514,9 +519,7 @@ def _exists(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
     analysed, with only ``tenant =`` for the index: a scan of the tenant's details per row
     (seconds to minutes at 100k events). Split per key, every lookup is bound on the whole key.
     """
-    by_key: dict[str, list[str]] = {}
-    for key, value in pairs:
-        by_key.setdefault(key, []).append(value)
+    by_key = _by_key(pairs)
     parts = [
         "EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.key = ? "
         f"AND d.value IN ({','.join('?' * len(values))}) AND d.seq = e.seq)"
