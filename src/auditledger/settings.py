@@ -24,7 +24,9 @@ class Settings(BaseSettings):
 
     db: str = Field(
         "sqlite:///auditledger.db",
-        description="Store URL: `sqlite:///path.db`, `memory://` or `postgresql://user@host/db`.",
+        description="Store URL: `sqlite:///path.db`, `memory://` or `postgresql://user@host/db`. "
+        "`sqlite:///path.db?synchronous=NORMAL` makes single commits faster but may lose the last "
+        "acknowledged events on power loss (default FULL: never).",
     )
     host: str = Field("127.0.0.1", description="Address `auditledger serve` listens on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port `auditledger serve` listens on.")
@@ -109,6 +111,17 @@ class Settings(BaseSettings):
         "(default: a random key per process, so sessions end on restart).",
     )
     session_hours: float = Field(12.0, gt=0, le=720, description="How long a web UI sign-in lasts (hours).")
+    purge_min_age_days: float = Field(
+        7.0,
+        ge=0,
+        description="Events younger than this many days are never purged (API, jobs, CLI) unless an admin "
+        "passes `force`; protects last night's events from a stolen token.",
+    )
+    scheduler: bool = Field(
+        True,
+        description="Run the jobs scheduler inside `auditledger serve`; several processes may, a database "
+        "lease lets one fire each due trigger.",
+    )
 
 
 def load(**overrides: Any) -> Settings:

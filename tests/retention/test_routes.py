@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from auditledger import AuditLog
+from auditledger.query import parse
 from auditledger.server import create_app
 from auditledger.settings import Settings
 from tests.jobs.test_jobs import KESTRA_EXAMPLE
@@ -67,3 +68,35 @@ def test_holds_and_jobs_round_trip(api: tuple[httpx.Client, dict[str, str], Audi
     assert "request body:5" in bad.json()["message"]
     lease = ledger.store.query("SELECT holder FROM leases WHERE name = 'scheduler'")
     assert lease  # the server's scheduler took the lease
+
+
+@pytest.mark.parametrize(("min_age_days", "purged"), [(7.0, 0), (0.0, 1)])
+def test_the_purge_min_age_setting_governs_the_api(tmp_path: Path, min_age_days: float, purged: int) -> None:
+    """`purge_min_age_days` clips an API purge: with the default a fresh event survives, with 0 it goes."""
+    settings = Settings(db=f"sqlite:///{tmp_path / 'age.db'}", purge_min_age_days=min_age_days, scheduler=False)
+    ledger = AuditLog.open(settings.db)
+    tokens = make_tokens(ledger)
+    ledger.record("FLOW", "CREATE", {"type": "USER", "id": "anna"}, details={"namespace": "a"}, tenant="acme")
+    server, thread, url = start(create_app(settings, ledger))
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answer = http.post(
+                "/api/v1/acme/retention/purge", json={"endDate": "2999-01-01T00:00:00Z"},
+                headers=_auth(tokens, "admin@acme"),
+            )
+        assert answer.status_code == 200 and answer.json()["count"] == purged
+        assert ledger.count(parse("resource:FLOW"), tenant="acme") == 1 - purged
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        ledger.close()
+
+
+def test_a_bad_purge_min_age_is_a_config_error() -> None:
+    """A negative or non-numeric minimum age is refused with the setting's name, not a traceback."""
+    from auditledger.errors import ConfigError
+    from auditledger.settings import load
+
+    for raw in ("-1", "a week"):
+        with pytest.raises(ConfigError, match="purge_min_age_days"):
+            load(purge_min_age_days=raw)

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Field, Match, Query, Term
@@ -49,11 +50,35 @@ def migrations(dialect: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+# FULL (the default) syncs the WAL at every commit: an acknowledged event survives a power cut.
+# NORMAL syncs only at checkpoints: faster single writes, the last commits can be lost on power loss.
+_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
+
+
+def _url_options(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///a.db?synchronous=NORMAL`` -> (``sqlite:///a.db``, {"synchronous": "NORMAL"})."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, {}
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"synchronous"})
+    if unknown:
+        raise ConfigError(f"store URL {url!r}: unknown option {unknown[0]!r}; the only one is synchronous")
+    return base, options
+
+
 class SQLiteStore:
     """The default store, embedded in the process."""
 
-    def __init__(self, url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> None:
+    def __init__(self, url: str, *, synchronous: str | None = None, busy_timeout_ms: int = 30_000) -> None:
         self.url = url
+        url, options = _url_options(url)
+        if "synchronous" in options and options["synchronous"].upper() not in _SYNCHRONOUS:
+            raise ConfigError(f"store URL {self.url!r}: synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        # OFF is for throwaway files only (benchmark set-up), so only code can ask for it.
+        synchronous = synchronous or options.get("synchronous", "FULL")
+        if synchronous.upper() not in (*_SYNCHRONOUS, "OFF"):
+            raise ConfigError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         if url.startswith("memory://") or url in ("sqlite://", "sqlite:///:memory:"):
             # One shared in-memory database per store, reachable by every thread's connection.
             self._target = f"file:auditledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
@@ -67,7 +92,7 @@ class SQLiteStore:
                 raise ConfigError(f"store URL {url!r}: directory {parent} does not exist")
             self._target = f"file:{Path(path).expanduser()}"
             self._memory = False
-        self._synchronous = synchronous
+        self._synchronous = synchronous.upper()
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
         self._write_lock = threading.Lock()

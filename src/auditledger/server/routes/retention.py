@@ -2,15 +2,15 @@
 
 The router's lifespan runs the job scheduler inside ``auditledger serve``; any
 number of server processes may do so, the database lease lets one tick at a
-time (see :mod:`auditledger.jobs.scheduler`). ``AUDITLEDGER_SCHEDULER=0``
-turns it off in a process.
+time (see :mod:`auditledger.jobs.scheduler`). The ``scheduler`` setting
+(``AUDITLEDGER_SCHEDULER=0``) turns it off in a process; ``purge_min_age_days``
+is the minimum retention age of every purge these routes and the jobs run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -21,25 +21,23 @@ from auditledger.errors import ConfigError, ValidationError
 from auditledger.jobs import Jobs, Scheduler
 from auditledger.ledger import AuditLog
 from auditledger.model import Actor
-from auditledger.retention import DEFAULT_MIN_AGE, Retention, purge_filter
+from auditledger.retention import Retention, purge_filter
 from auditledger.server.auth import Principal, require
 from auditledger.server.deps import get_ledger, json_response
+from auditledger.settings import Settings
 
 
-def _min_age() -> timedelta:
-    raw = os.environ.get("AUDITLEDGER_PURGE_MIN_AGE_DAYS")
-    try:
-        return DEFAULT_MIN_AGE if raw is None else timedelta(days=float(raw))
-    except ValueError:
-        raise ValidationError("AUDITLEDGER_PURGE_MIN_AGE_DAYS", f"not a number of days: {raw!r}") from None
+def _min_age(app: FastAPI) -> timedelta:
+    settings: Settings = app.state.settings
+    return timedelta(days=settings.purge_min_age_days)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if os.environ.get("AUDITLEDGER_SCHEDULER", "1") in ("0", "false", "no"):
+    if not app.state.settings.scheduler:
         yield
         return
-    scheduler = Scheduler(Jobs(app.state.ledger, min_age=_min_age()))
+    scheduler = Scheduler(Jobs(app.state.ledger, min_age=_min_age(app)))
     scheduler.start()
     try:
         yield
@@ -58,7 +56,7 @@ def _actor(principal: Principal) -> Actor:
 
 @router.post("/api/v1/{tenant}/retention/purge", summary="Purge events (Kestra's PurgeAuditLogs properties)")
 def purge(
-    tenant: str, principal: Admin, ledger: Ledger, body: Annotated[dict[str, Any], Body()],
+    tenant: str, principal: Admin, ledger: Ledger, request: Request, body: Annotated[dict[str, Any], Body()],
     dryRun: bool = False, force: bool = False,
 ) -> Response:
     allowed = {"endDate", "startDate", "namespace", "resources", "types", "actions"}
@@ -71,7 +69,8 @@ def purge(
         body["endDate"], start_date=body.get("startDate"), namespace=body.get("namespace"),
         resources=body.get("resources"), types=body.get("types"), actions=body.get("actions"), tenant=tenant,
     )
-    result = Retention(ledger, min_age=_min_age()).purge(flt, actor=_actor(principal), dry_run=dryRun, force=force)
+    retention = Retention(ledger, min_age=_min_age(request.app))
+    result = retention.purge(flt, actor=_actor(principal), dry_run=dryRun, force=force)
     return json_response(result.to_dict())
 
 
@@ -121,8 +120,8 @@ async def apply_job(tenant: str, principal: Admin, ledger: Ledger, request: Requ
 
 
 @router.post("/api/v1/{tenant}/jobs/{ref}/runs", summary="Run a job now")
-def run_job(tenant: str, ref: str, principal: Admin, ledger: Ledger) -> Response:
-    jobs = Jobs(ledger, min_age=_min_age())
+def run_job(tenant: str, ref: str, principal: Admin, ledger: Ledger, request: Request) -> Response:
+    jobs = Jobs(ledger, min_age=_min_age(request.app))
     return json_response(jobs.run_now(jobs.get(ref, tenant=tenant, admin=True), tenant=tenant).to_dict())
 
 
