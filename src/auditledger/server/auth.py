@@ -308,6 +308,32 @@ def _limiter(request: Request) -> FailureLimiter:
     return limiter
 
 
+def authenticate(request: Request, token: str | None) -> Principal:
+    """The principal of ``token`` presented by ``request``'s source: the one door for every credential.
+
+    The Bearer header and the web UI's sign-in form both come here, so guesses through either count
+    against the same per-address limit, and a source over it gets 429 before its token is looked at.
+    """
+    from auditledger.server.deps import client_ip
+
+    source = client_ip(request)
+    limiter = _limiter(request)
+    limiter.check(source)
+    try:
+        if token is None:
+            raise AuthError("missing credentials: send 'Authorization: Bearer <token>'", 401)
+        tokens: Tokens = request.app.state.tokens
+        return tokens.authenticate(token)
+    except AuthError as exc:
+        # Only guesses count: a revoked, expired or malformed credential is a stale or misconfigured
+        # client, and counting it would lock out everyone behind the same address.
+        if str(exc) == UNKNOWN_TOKEN:
+            limiter.failed(source)
+            # Never the token itself: a log line must not turn into a credential.
+            log.warning("authentication failed from %s: %s", source, exc)
+        raise
+
+
 def principal_of(request: Request) -> Principal:
     """The caller of ``request`` (cached on the request); AuthError(401) without valid credentials.
 
@@ -316,28 +342,7 @@ def principal_of(request: Request) -> Principal:
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    if request.app.state.settings.insecure_dev:
-        found = DEV_PRINCIPAL
-    else:
-        from auditledger.server.deps import client_ip
-
-        source = client_ip(request)
-        limiter = _limiter(request)
-        limiter.check(source)
-        try:
-            token = bearer(request)
-            if token is None:
-                raise AuthError("missing credentials: send 'Authorization: Bearer <token>'", 401)
-            tokens: Tokens = request.app.state.tokens
-            found = tokens.authenticate(token)
-        except AuthError as exc:
-            # Only guesses count: a revoked, expired or malformed credential is a stale or misconfigured
-            # client, and counting it would lock out everyone behind the same address.
-            if str(exc) == UNKNOWN_TOKEN:
-                limiter.failed(source)
-                # Never the token itself: a log line must not turn into a credential.
-                log.warning("authentication failed from %s: %s", source, exc)
-            raise
+    found = DEV_PRINCIPAL if request.app.state.settings.insecure_dev else authenticate(request, bearer(request))
     request.state.principal = found
     return found
 

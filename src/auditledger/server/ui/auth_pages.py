@@ -9,7 +9,6 @@ from fastapi.responses import Response
 
 from auditledger.errors import AuthError
 from auditledger.server import auth
-from auditledger.server.deps import client_ip
 from auditledger.server.ui import web
 from auditledger.server.ui.session import COOKIE_PATH, SESSION_COOKIE, SIGNIN_COOKIE, new_nonce, same_text
 
@@ -80,15 +79,10 @@ def signin(
     if not token:
         return again("Paste an API token to sign in.", 400)
     # The form is an authentication surface like the Bearer header: guesses count against the
-    # same per-address limit (auth.py), so it cannot be used to try tokens faster.
-    source = client_ip(request)
-    limiter = auth._limiter(request)
+    # same per-address limit, so it cannot be used to try tokens faster.
     try:
-        limiter.check(source)
-        principal = web.tokens(request).authenticate(token)
+        principal = auth.authenticate(request, token)
     except AuthError as exc:
-        if str(exc) == auth.UNKNOWN_TOKEN:
-            limiter.failed(source)
         return again(f"Sign-in refused: {exc}.", exc.status if exc.status in (401, 429) else 401)
     if not principal.has("auditor"):
         return again(
