@@ -12,9 +12,10 @@ import pytest
 
 from auditledger import AuditLog
 from auditledger.errors import ConfigError, StoreError
+from auditledger.query import parse
 from auditledger.store import open_store
 from auditledger.store.postgres import PostgresStore, split_url
-from auditledger.store.postgres_sql import portable
+from auditledger.store.postgres_sql import filtered, portable
 from auditledger.store.sqlite import migrations
 from tests.store.pg import admin_connect, pg_schema
 
@@ -178,3 +179,32 @@ def test_reclaim_space_drops_only_emptied_past_months() -> None:
         assert f"events_{older:%Y_%m}" in dropped and f"events_{old:%Y_%m}" not in dropped
         assert f"events_{now:%Y_%m}" in store.partitions()
         assert log.verify().purged == {"history": 1}
+
+
+@pytest.mark.parametrize("dense_at", [1, 10**9])
+def test_frequent_and_rare_details_terms_select_the_same_rows(dense_at: int) -> None:
+    """Details terms tested per row (frequent) or collected first (rare) both select what the reference selects."""
+    from tests.store.test_conformance import populate, queries, reference
+
+    with pg_schema() as url, AuditLog.open(url) as log:
+        store = log.store
+        assert isinstance(store, PostgresStore)
+        store.dense_at = dense_at
+        start = populate(log)
+        every = list(log.iter_search(order="asc"))
+        for query in queries(start, every[17].id):
+            expected = [e.id for e in reversed(every) if reference(e, query)]
+            assert [e.id for e in log.iter_search(query)] == expected, query
+            assert log.count(query) == len(expected), query
+        _, where, _ = filtered("main", parse("namespace:company anna"), ["namespace"], store._dense("main"))
+        assert ("EXISTS" in where) == (dense_at == 1)
+
+
+def test_a_space_in_libpq_options_reaches_the_server() -> None:
+    """Two settings in one `options` parameter (space-separated) both apply: the space is not sent as '+'."""
+    with pg_schema() as url:
+        conninfo, _ = split_url(url.replace("options=", "options=-cwork_mem%3D7MB%20", 1))
+        assert "+" not in conninfo
+        with AuditLog.open(url.replace("options=", "options=-cwork_mem%3D7MB%20", 1)) as log:
+            assert log.store.query("SELECT current_setting('work_mem')") == [("7MB",)]
+            assert log.store.query("SELECT count(*) FROM heads") == [(0,)]  # the schema is the search path

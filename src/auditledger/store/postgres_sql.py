@@ -9,7 +9,7 @@ the spelling differs (``strpos`` for ``instr``, ``right`` for ``substr(x, -n)``,
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from auditledger.errors import StoreError
@@ -41,42 +41,60 @@ def has_text(query: Query) -> bool:
 
 
 Ctes = list[tuple[str, list[Any]]]
+# Whether a details condition (SQL over ``details d``, its params) matches many of the tenant's rows.
+Dense = Callable[[str, list[Any]], bool]
+
+
+def dense_count(cond: str) -> str:
+    """The query behind a :data:`Dense` answer: matches of ``cond`` in one tenant, counted up to a limit."""
+    return f"SELECT count(*) FROM (SELECT 1 FROM details d WHERE d.tenant = %s AND {cond} LIMIT %s) s"
+
+
+class _Context:
+    """What every term of one translation needs besides itself."""
+
+    def __init__(self, tenant: str | None, keys: Sequence[str], ctes: Ctes | None, dense: Dense | None) -> None:
+        self.tenant = tenant
+        self.keys = keys
+        self.ctes = ctes
+        self.dense = dense if tenant is not None else None
 
 
 def where_clause(
-    tenant: str | None, query: Query, keys: Sequence[str] = (), ctes: Ctes | None = None
+    tenant: str | None, query: Query, keys: Sequence[str] = (), ctes: Ctes | None = None, dense: Dense | None = None
 ) -> tuple[str, list[Any]]:
     """The WHERE text (``%s`` placeholders) and parameters of ``query`` over ``events e``.
 
     With ``ctes``, free words' details lookups are appended there as (SELECT, params) to be
     run once as ``_w0, _w1 ...`` (see :func:`filtered`); otherwise they are inline subqueries.
+    With ``dense`` (one tenant), a details term it calls frequent is tested per row instead.
     """
     parts: list[str] = []
     params: list[Any] = []
     if tenant is not None:
         parts.append("e.tenant = %s")
         params.append(tenant)
-    _conjunction(tenant, query, parts, params, keys, ctes)
+    _conjunction(_Context(tenant, keys, ctes, dense), query, parts, params)
     return (" AND ".join(parts) or "TRUE"), params
 
 
-def filtered(tenant: str | None, query: Query, keys: Sequence[str] = ()) -> tuple[str, str, list[Any]]:
+def filtered(
+    tenant: str | None, query: Query, keys: Sequence[str] = (), dense: Dense | None = None
+) -> tuple[str, str, list[Any]]:
     """``(WITH prefix, WHERE text, params)``: free words' lookups materialised once.
 
     A free word is an OR of a details lookup and actor columns, which PostgreSQL cannot turn
     into a join: inline, its hashed subquery would be rebuilt for every monthly partition.
     """
     ctes: Ctes = []
-    where, params = where_clause(tenant, query, keys, ctes)
+    where, params = where_clause(tenant, query, keys, ctes, dense)
     if not ctes:
         return "", where, params
     prefix = "WITH " + ", ".join(f"_w{i} AS MATERIALIZED ({sql})" for i, (sql, _) in enumerate(ctes)) + " "
     return prefix, where, [p for _, cte_params in ctes for p in cte_params] + params
 
 
-def _conjunction(
-    tenant: str | None, query: Query, parts: list[str], params: list[Any], keys: Sequence[str], ctes: Ctes | None
-) -> None:
+def _conjunction(ctx: _Context, query: Query, parts: list[str], params: list[Any]) -> None:
     if query.after is not None:
         parts.append("e.date >= %s")
         params.append(to_micros(query.after))
@@ -84,7 +102,7 @@ def _conjunction(
         parts.append("e.date < %s")
         params.append(to_micros(query.before))
     for term in query.terms:
-        sql, term_params = _term(tenant, term, keys, ctes)
+        sql, term_params = _term(ctx, term)
         # NOT of a NULL comparison (actor_name) is NULL, which would drop the row.
         parts.append(f"NOT coalesce(({sql}), FALSE)" if term.negate else sql)
         params += term_params
@@ -92,7 +110,7 @@ def _conjunction(
         alternatives = []
         for sub in query.any_of:
             sub_parts: list[str] = []
-            _conjunction(tenant, sub, sub_parts, params, keys, ctes)
+            _conjunction(ctx, sub, sub_parts, params)
             alternatives.append("(" + (" AND ".join(sub_parts) or "TRUE") + ")")
         parts.append("(" + " OR ".join(alternatives) + ")")
 
@@ -121,32 +139,37 @@ def _match(column: str, term: Term) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(alternatives) + ")", params
 
 
-def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, list[Any]]:
-    if tenant is not None:
-        return f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond})", [tenant, *params]
-    return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
+def _details_in(ctx: _Context, cond: str, params: list[Any], *, once: bool = False) -> tuple[str, list[Any]]:
+    """Rows with a details entry matching ``cond``: collected first, or (frequent) checked per row.
+
+    Collecting every seq of a frequent value costs more than the whole first page, which a
+    newest-first scan fills after a few probes of the ``(tenant, seq)`` index; a rare value
+    is cheapest collected; ``once`` (a free word, ORed with actor columns, which PostgreSQL
+    cannot turn into a join) collects it in a materialised CTE, else its hash would be rebuilt
+    for every monthly partition.
+    """
+    if ctx.tenant is None:
+        return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
+    if ctx.dense is not None and ctx.dense(cond, params):
+        return f"EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND {cond})", params
+    if once and ctx.ctes is not None:
+        ctx.ctes.append((f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}", [ctx.tenant, *params]))
+        return f"e.seq IN (SELECT seq FROM _w{len(ctx.ctes) - 1})", []
+    return f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond})", [ctx.tenant, *params]
 
 
-def _term(tenant: str | None, term: Term, keys: Sequence[str], ctes: Ctes | None) -> tuple[str, list[Any]]:
+def _term(ctx: _Context, term: Term) -> tuple[str, list[Any]]:
     if term.field is Field.DETAIL:
         cond, params = _match("d.value", term)
-        return _details_in(tenant, f"d.key = %s AND {cond}", [term.key, *params])
+        return _details_in(ctx, f"d.key = %s AND {cond}", [term.key, *params])
     if term.field is Field.TEXT:
         # As on SQLite: a free word starts a details value, or matches the actor's id or name.
         words = Term(Field.TEXT, term.values, match=Match.PREFIX if term.match is Match.EXACT else term.match)
         cond, params = _match("d.value", words)
-        if keys:
+        if ctx.keys:
             cond = f"d.key = ANY(%s) AND {cond}"
-            params = [list(keys), *params]
-        in_details, details_params = _details_in(tenant, cond, params)
-        if ctes is not None:
-            name = f"_w{len(ctes)}"
-            if tenant is not None:
-                ctes.append((f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}", [tenant, *params]))
-                in_details, details_params = f"e.seq IN (SELECT seq FROM {name})", []
-            else:
-                ctes.append((f"SELECT d.tenant, d.seq FROM details d WHERE {cond}", params))
-                in_details, details_params = f"(e.tenant, e.seq) IN (SELECT tenant, seq FROM {name})", []
+            params = [list(ctx.keys), *params]
+        in_details, details_params = _details_in(ctx, cond, params, once=True)
         actor_cond, actor_params = _match("e.actor_id", term)
         name_cond, name_params = _match("e.actor_name", term)
         return (
