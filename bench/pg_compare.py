@@ -1,36 +1,52 @@
 """PostgreSQL and SQLite side by side: batched ingest, then search p50/p95 per filter class.
 
-The same demo events (spread over the last ``--days`` days, so that PostgreSQL
-holds several monthly partitions) go into a fresh SQLite file and a fresh
-PostgreSQL schema through ``AuditLog.backfill`` in batches; then each filter
-class runs ``--queries`` first-page searches (50 events, newest first) with
-varying values on both stores.
+Ingest: the same demo events go into a fresh SQLite file and a fresh PostgreSQL
+schema through ``AuditLog.backfill`` in batches of ``--batch`` (one process,
+one durable transaction per batch: ``synchronous_commit`` stays on). Beside
+them, the PostgreSQL ceiling: the same rows, already serialised, binary-COPYed
+into the same tables, indexes and partitions in the same batches, with no
+validation, no hashing and no Merkle tree.
 
-    python bench/pg_compare.py [--events 200000] [--batch 1000] [--queries 40]
+Search: each filter class runs ``--queries`` first-page searches (50 events,
+newest first, tenant ``main``) with varying values on a ledger of ``--events``
+demo events spread over the last ``--days`` days. That ledger is loaded by the
+bulk path (batches of 10,000; ``synchronous=OFF`` / ``synchronous_commit=off``
+while loading a throwaway benchmark database). With ``--keep`` it is kept
+(``/tmp/auditledger-pgcompare-N.db`` and schema ``al_pgcompare_N``) and reused
+by the next run with the same ``--events``.
+
+    python bench/pg_compare.py [--events 1000000] [--ingest-events 100000] [--batch 1000]
+        [--queries 40] [--keep] [--stores postgres,sqlite]
         [--pg postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import random
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import orjson
 import psycopg
 
 from auditledger import AuditLog
 from auditledger.demo import FLOW_NAMES, NAMESPACES, USERS, demo_events
 from auditledger.model import to_micros
+from auditledger.store.postgres import PostgresStore
+from auditledger.store.sqlite import SQLiteStore
 
 EXECUTION_IDS: list[str] = []  # filled from the data, so that rare lookups hit
+LOAD_BATCH = 10_000
 
 
 def _day(moment: datetime) -> str:
@@ -45,16 +61,41 @@ CLASSES: dict[str, Callable[[random.Random, datetime], str]] = {
     "detail rare (executionId)": lambda r, now: f"executionId:{r.choice(EXECUTION_IDS)}",
     "namespace and children": lambda r, now: f"namespace:{r.choice(NAMESPACES)}",
     "free word": lambda r, now: r.choice(["daily-etl", "company.finance", "grace@acme.io", "sync"]),
+    "free word (rare)": lambda r, now: r.choice(["zzz-none", "nightly-zz", "ghost@acme.io"]),
     "date range (1 day)": lambda r, now: _day(now - timedelta(days=r.randrange(1, 80))),
     "negation": lambda r, now: f"resource:EXECUTION -action:{r.choice(['CREATE', 'UPDATE'])}",
     "contains (*x*)": lambda r, now: f"flowId:*{r.choice(['etl', 'model', 'report'])}*",
 }
 
 
-def ingest(url: str, events: int, batch: int, days: int) -> tuple[float, AuditLog]:
-    log = AuditLog.open(url)
+def _span(days: int) -> tuple[datetime, datetime]:
     end = datetime.now(UTC) - timedelta(minutes=1)
-    start = end - timedelta(days=days)
+    return end - timedelta(days=days), end
+
+
+def schema_url(base: str, schema: str, options: str = "") -> str:
+    """``base`` with ``schema`` as the search path (and more libpq ``options``)."""
+    return f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema} {options}'.strip(), safe='')}"
+
+
+@contextmanager
+def pg_schema(base: str, name: str | None = None, *, keep: bool = False) -> Iterator[tuple[str, str, bool]]:
+    """Schema ``name`` (new if missing), its store URL and whether it existed; dropped unless ``keep``."""
+    schema = name or f"al_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        existed = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    try:
+        yield schema, schema_url(base, schema), existed
+    finally:
+        if not keep:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def backfill(log: AuditLog, events: int, batch: int, days: int) -> float:
+    """Demo events spread over ``days`` through ``AuditLog.backfill``; the rate in events/s."""
+    start, end = _span(days)
     step = (end - start) / max(events, 1)
     ensure = getattr(log.store, "ensure_partitions", None)
     if ensure is not None:
@@ -69,7 +110,76 @@ def ingest(url: str, events: int, batch: int, days: int) -> tuple[float, AuditLo
         log.backfill(chunk, dates)
         took += time.perf_counter() - t0
         done += len(chunk)
-    return events / took, log
+        if batch >= LOAD_BATCH and done % 100_000 == 0:
+            print(f"  loaded {done:,} events ({done / took:,.0f}/s)", flush=True)
+    return events / took
+
+
+def raw_rows(events: int, days: int) -> list[tuple[object, ...]]:
+    """The demo events as events rows (body: their JSON; one fixed leaf hash), details last."""
+    start, end = _span(days)
+    first, step = to_micros(start), (to_micros(end) - to_micros(start)) // max(events, 1)
+    leaf = hashlib.sha256(b"leaf").digest()
+    rows: list[tuple[object, ...]] = []
+    for seq, e in enumerate(demo_events(events)):
+        actor = e["actor"]
+        assert isinstance(actor, dict)
+        rows.append(
+            (str(uuid.uuid4()), "main", seq, first + seq * step, e["resource_type"], e["action"], actor["type"],
+             actor["id"], actor.get("name"), e.get("outcome", "success"), None, orjson.dumps(e), leaf,
+             e.get("details") or {})
+        )
+    return rows
+
+
+def raw_copy(url: str, rows: list[tuple[object, ...]], batch: int, days: int) -> float:
+    """The PostgreSQL ceiling: binary COPY of ready rows into our tables, one transaction per batch."""
+    start, end = _span(days)
+    store = PostgresStore(url)  # same schema, indexes, triggers and partitions
+    store.ensure_partitions(to_micros(start), to_micros(end))
+    store.close()
+    columns = (
+        "id, tenant, seq, date, resource_type, action, actor_type, actor_id, actor_name, outcome, idempotency_key, body"
+    )
+    text, int8, blob = "text", "int8", "bytea"
+    with psycopg.connect(url, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy("COPY leaves (tenant, seq, hash) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types([text, int8, blob])
+                    for r in chunk:
+                        copy.write_row((r[1], r[2], r[12]))
+                with cur.copy(f"COPY events ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types([text, text, int8, int8, text, text, text, text, text, text, text, blob])
+                    for r in chunk:
+                        copy.write_row(r[:12])
+                with cur.copy("COPY details (tenant, key, value, seq) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types([text, text, text, int8])
+                    for r in chunk:
+                        details = r[13]
+                        assert isinstance(details, dict)
+                        for k, v in details.items():
+                            copy.write_row((r[1], k, v, r[2]))
+        return len(rows) / (time.perf_counter() - t0)
+
+
+def measure_ingest(args: argparse.Namespace) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    if "sqlite" in args.stores:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = AuditLog.open(f"sqlite:///{Path(tmp) / 'ingest.db'}")
+            rates["sqlite"] = backfill(log, args.ingest_events, args.batch, args.days)
+            log.close()
+    if "postgres" in args.stores:
+        with pg_schema(args.pg) as (_, url, _):
+            log = AuditLog.open(url)
+            rates["postgres"] = backfill(log, args.ingest_events, args.batch, args.days)
+            log.close()
+        with pg_schema(args.pg) as (_, url, _):
+            rates["postgres raw COPY"] = raw_copy(url, raw_rows(args.ingest_events, args.days), args.batch, args.days)
+    return rates
 
 
 def search_times(log: AuditLog, queries: int) -> dict[str, tuple[float, float, int]]:
@@ -95,39 +205,80 @@ def search_times(log: AuditLog, queries: int) -> dict[str, tuple[float, float, i
     return out
 
 
+def _loaded(log: AuditLog, events: int) -> bool:
+    return sum(h.size for h in log.store.heads()) == events
+
+
+def search_sqlite(args: argparse.Namespace) -> dict[str, tuple[float, float, int]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(f"/tmp/auditledger-pgcompare-{args.events}.db") if args.keep else Path(tmp) / "search.db"
+        log = AuditLog(SQLiteStore(f"sqlite:///{path}", synchronous="OFF"))
+        if not _loaded(log, args.events):
+            log.close()
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+            log = AuditLog(SQLiteStore(f"sqlite:///{path}", synchronous="OFF"))
+            print(f"loading {args.events:,} events into SQLite {path}", flush=True)
+            backfill(log, args.events, LOAD_BATCH, args.days)
+            log.store.query("ANALYZE")
+        try:
+            return search_times(log, args.queries)
+        finally:
+            log.close()
+
+
+def search_postgres(args: argparse.Namespace) -> dict[str, tuple[float, float, int]]:
+    name = f"al_pgcompare_{args.events}" if args.keep else None
+    with pg_schema(args.pg, name, keep=args.keep) as (schema, url, existed):
+        log = AuditLog.open(url)
+        try:
+            if existed and not _loaded(log, args.events):
+                raise SystemExit(f"schema {name} holds a partial load: DROP SCHEMA {name} CASCADE, then run again")
+            if not existed:
+                print(f"loading {args.events:,} events into PostgreSQL schema {name or '(temporary)'}", flush=True)
+                bulk = AuditLog.open(schema_url(args.pg, schema, "-csynchronous_commit=off"))
+                backfill(bulk, args.events, LOAD_BATCH, args.days)
+                bulk.close()
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE")
+            return search_times(log, args.queries)
+        finally:
+            log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=200_000, help="events of the searched ledger")
+    parser.add_argument("--ingest-events", type=int, default=None, help="events of the ingest runs (<= 100,000)")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--keep", action="store_true", help="keep the searched ledgers and reuse them")
+    parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    schema = f"al_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.pg, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    pg_url = f"{args.pg}{'&' if '?' in args.pg else '?'}options={quote(f'-csearch_path={schema}', safe='')}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            results = {}
-            for name, url in (("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}"), ("postgres", pg_url)):
-                rate, log = ingest(url, args.events, args.batch, args.days)
-                if name == "postgres":
-                    with psycopg.connect(pg_url, autocommit=True) as conn:
-                        conn.execute("ANALYZE")
-                results[name] = (rate, search_times(log, args.queries))
-                log.close()
-    finally:
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    print(f"events: {args.events}, batch: {args.batch}, queries per class: {args.queries}, days: {args.days}")
-    print(f"ingest (AuditLog.backfill, one process): sqlite {results['sqlite'][0]:,.0f} events/s, "
-          f"postgres {results['postgres'][0]:,.0f} events/s")
+    args.stores = [s.strip() for s in args.stores.split(",")]
+    if args.ingest_events is None:
+        args.ingest_events = min(args.events, 100_000)
+    rates = measure_ingest(args) if args.ingest_events > 0 else {}
+    results = {}
+    if "sqlite" in args.stores:
+        results["sqlite"] = search_sqlite(args)
+    if "postgres" in args.stores:
+        results["postgres"] = search_postgres(args)
+    print(f"search events: {args.events:,}, ingest events: {args.ingest_events:,}, batch: {args.batch}, "
+          f"queries per class: {args.queries}, days: {args.days}")
+    for name, rate in rates.items():
+        print(f"ingest {name:<18} {rate:>8,.0f} events/s")
+    if "postgres raw COPY" in rates and "postgres" in rates:
+        print(f"postgres ingest / raw COPY ceiling: {rates['postgres'] / rates['postgres raw COPY']:.2f}")
+    empty = {cls: (float("nan"), float("nan"), 0) for cls in CLASSES}
+    sqlite, postgres = results.get("sqlite", empty), results.get("postgres", empty)
     print(f"{'search, first page of 50':<28} {'sqlite p50':>10} {'p95':>8} {'postgres p50':>13} {'p95':>8} {'hits':>5}")
     for cls in CLASSES:
-        s50, s95, hits = results["sqlite"][1][cls]
-        p50, p95, _ = results["postgres"][1][cls]
-        print(f"{cls:<28} {s50:>8.1f}ms {s95:>6.1f}ms {p50:>11.1f}ms {p95:>6.1f}ms {hits:>5}")
+        s50, s95, s_hits = sqlite[cls]
+        p50, p95, p_hits = postgres[cls]
+        print(f"{cls:<28} {s50:>8.1f}ms {s95:>6.1f}ms {p50:>11.1f}ms {p95:>6.1f}ms {max(s_hits, p_hits):>5}")
 
 
 if __name__ == "__main__":
