@@ -37,6 +37,11 @@ _FIELD_COLUMNS = {
 }
 _MIGRATION_RE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _MAX_CHAR = "\U0010ffff"
+# The writer checkpoints by itself only when the background checkpointer has fallen this far
+# behind (pages of 4 KiB: 64 MiB of WAL); SQLite's default of 1,000 pages put a checkpoint
+# inside one commit in every few.
+_WRITER_CHECKPOINT_PAGES = 16_384
+_CHECKPOINT_PAUSE = 0.2  # seconds between two background checkpoints while commits go on
 
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:
@@ -99,6 +104,10 @@ class SQLiteStore:
         self._writer = self._connect()
         self._all: list[sqlite3.Connection] = [self._writer]
         self._migrate()
+        self._checkpointer: _Checkpointer | None = None
+        if not self._memory:
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {_WRITER_CHECKPOINT_PAGES}")
+            self._checkpointer = _Checkpointer(self._connect, self.url)
 
     # ------------------------------------------------------------ connections
 
@@ -128,6 +137,8 @@ class SQLiteStore:
         return conn
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         for conn in self._all:
             with suppress(sqlite3.Error):
                 conn.close()
@@ -185,6 +196,8 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"commit failed on {self.url}: {exc}") from None
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
 
     @contextmanager
     def raw_write(self) -> Iterator[sqlite3.Connection]:
@@ -402,6 +415,59 @@ class SQLiteStore:
             )
             for r in raw
         ]
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file on its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses the
+    threshold, so every few commits one request also waited for the copy and
+    the database file's fsync. Here each commit only wakes this thread, which
+    runs a passive checkpoint (it never blocks the writer or the readers) at
+    most every ``_CHECKPOINT_PAUSE`` seconds. Durability is untouched: a commit
+    is durable once its WAL frames are synced, before any checkpoint. The WAL
+    starts over once a checkpoint has copied every frame before the next write
+    begins; if this thread ever falls far behind, the writer's own automatic
+    checkpoint (``_WRITER_CHECKPOINT_PAGES``) still bounds the WAL.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], url: str) -> None:
+        self._connect = connect
+        self._name = f"auditledger-checkpoint {url}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        """A commit happened: its frames wait in the WAL (called by the writer, under its lock)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except StoreError:
+            return  # the writer's own automatic checkpoint still bounds the WAL
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                with suppress(sqlite3.Error):  # busy or failing: the next commit wakes us again
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self._stop.wait(_CHECKPOINT_PAUSE):
+                    return
+        finally:
+            conn.close()
 
 
 def _blob(value: object) -> bytes:

@@ -1,0 +1,55 @@
+"""The SQLite store copies its WAL into the database file off the writer's path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from auditledger import AuditLog
+from auditledger.demo import demo_events
+from auditledger.store.sqlite import SQLiteStore
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("auditledger-checkpoint")]
+
+
+def test_commits_leave_the_checkpoint_to_a_background_thread(tmp_path: Path) -> None:
+    """The writer's own automatic checkpoint is pushed far out, yet the database file receives the commits."""
+    path = tmp_path / "ledger.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    log = AuditLog(store)
+    try:
+        (pages,) = store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert pages >= 10_000  # SQLite's default (1,000) would checkpoint inside every few commits
+        before = path.stat().st_size
+        events = list(demo_events(1500))
+        for i in range(0, len(events), 500):
+            log.record_many(events[i : i + 500])
+        # Only a checkpoint writes pages into the main file; the writer's threshold is not reached.
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < before + 500_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size >= before + 500_000
+        assert len(_checkpoint_threads()) == 1
+    finally:
+        log.close()
+
+
+def test_closing_the_store_stops_its_checkpoint_thread(tmp_path: Path) -> None:
+    """No checkpoint thread outlives its store, and every committed event is still there after reopening."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with AuditLog.open(url) as log:
+        receipts = log.record_many(list(demo_events(300)))
+    assert _checkpoint_threads() == []
+    with AuditLog.open(url) as log:
+        assert log.verify().sizes["main"] == 300
+        assert log.get(receipts[-1].id).seq == 299
+
+
+def test_a_memory_store_has_no_checkpoint_thread() -> None:
+    """An in-memory ledger has no WAL, so it starts no checkpoint thread."""
+    with AuditLog.open("memory://") as log:
+        log.record_many(list(demo_events(10)))
+        assert _checkpoint_threads() == []
