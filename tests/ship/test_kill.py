@@ -37,18 +37,21 @@ from auditledger.ship import run_shipper
 from auditledger.ship.exporters.file import FileExporter
 
 calls = 0
-real_send = FileExporter.send
 
-def send(self, records):
-    global calls
-    calls += 1
-    if calls == 3:  # the third batch: half a line reaches the disk, then the process dies
-        self._file.write(b'{"v":1,"id":"half-writ')
-        self._file.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_send(self, records)
+def dying(real):
+    def send(self, batch):
+        global calls
+        calls += 1
+        if calls == 3:  # the third batch: half a line reaches the disk, then the process dies
+            self._file.write(b'{"v":1,"id":"half-writ')
+            self._file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, batch)
+    return send
 
-FileExporter.send = send
+# Native lines go through send_lines, other formats through send: the kill must hit either way.
+FileExporter.send = dying(FileExporter.send)
+FileExporter.send_lines = dying(FileExporter.send_lines)
 log = AuditLog.open(sys.argv[1])
 run_shipper(log, {"logExporters": [{"id": "f", "type": "file", "directory": sys.argv[2], "gzip": sys.argv[3] == "1"}],
                   "batchSize": 30})

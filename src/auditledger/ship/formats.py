@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from auditledger.errors import ConfigError
+from auditledger.model import to_micros
 
 FORMATS = ("native", "ecs", "ocsf", "rfc5424", "cef")
 JSON_FORMATS = ("native", "ecs", "ocsf")
@@ -66,6 +67,14 @@ class Record:
             self._obj = obj
         return dict(self._obj)
 
+    @classmethod
+    def from_native(cls, line: bytes | memoryview) -> Record:
+        """The record a native line (no newline) was made from: the line minus its ``leaf_hash`` member."""
+        raw = bytes(line)
+        obj = orjson.loads(raw)
+        date = to_micros(datetime.fromisoformat(obj["date"]))
+        return cls(obj["seq"], obj["id"], date, raw[: -len(_LEAF_MEMBER)] + b"}", bytes.fromhex(obj["leaf_hash"]))
+
     @property
     def iso_date(self) -> str:
         return self.datetime.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -77,7 +86,12 @@ class Record:
 
 def native_line(r: Record) -> bytes:
     # The canonical bytes are one JSON object; appending a member keeps them byte-identical before it.
+    # The stores build the same lines in SQL (Store.native_lines): change both or neither.
     return b'%s,"leaf_hash":"%s"}' % (r.body[:-1], r.leaf_hash.hex().encode())
+
+
+# What native_line appends after the body's closing brace is removed: `,"leaf_hash":"<64 hex>"}`.
+_LEAF_MEMBER = b',"leaf_hash":"' + b"0" * 64 + b'"}'
 
 
 # ---------------------------------------------------------------- ECS

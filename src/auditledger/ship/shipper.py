@@ -34,7 +34,7 @@ from auditledger.ship import offsets, registry
 from auditledger.ship.exporters.base import DeliveryError, Exporter
 from auditledger.ship.formats import Record
 from auditledger.ship.spec import Secrets, ShipperSpec, parse_spec
-from auditledger.store import Cursor, Store
+from auditledger.store import Cursor, NativeLines, Store
 
 
 @dataclass(slots=True)
@@ -94,6 +94,7 @@ class ShipResult:
 
 
 Progress = Callable[[ProgressEvent], None]
+Batch = list[Record] | NativeLines
 
 # Long-lived threads: a store keeps one reader connection per thread, so threads made per
 # run would leave a connection behind every run of a scheduled shipper.
@@ -167,7 +168,9 @@ class Shipper:
         out.start = out.offset = offset
         query = self.spec.filter()
         unfiltered = query == Query()
-        ahead: Future[list[Record]] | None = None
+        # Exporters that send the native format as is get the store's ready-made lines.
+        read = self._lines if exporter.takes_lines() else self._window
+        ahead: Future[Batch] | None = None
         try:
             self._with_retries(exporter, lambda: exporter.open())
             while offset < head:
@@ -175,22 +178,19 @@ class Shipper:
                     # Every position: a seq window read with the ledger's own leaf hashes. The next
                     # window is read while this one is sent (SQLite and sockets release the GIL).
                     end = min(offset + self.spec.batch_size, head)
-                    records = ahead.result() if ahead is not None else self._window(offset, end)
+                    batch = ahead.result() if ahead is not None else read(offset, end)
                     nxt = min(end + self.spec.batch_size, head)
-                    ahead = _READ_AHEAD.submit(self._window, end, nxt) if end < head else None
+                    ahead = _READ_AHEAD.submit(read, end, nxt) if end < head else None
                 else:
-                    after = Cursor(0, self.tenant, offset - 1) if offset > 0 else None
-                    rows = self.store.search(self.tenant, query, limit=self.spec.batch_size, after=after, order="asc")
-                    records = [Record(r.seq, r.id, r.date, r.body) for r in rows if r.seq < head]
-                    # A short page means nothing else matches below the head.
-                    end = head if len(records) < len(rows) or len(rows) < self.spec.batch_size else -1
-                if records:
-                    self._deliver(exporter, records)
-                offset = end if end >= 0 else records[-1].seq + 1
-                offsets.save(self.store, self.tenant, self.spec.offset_key, exporter.id, offset, len(records))
-                if not records:
+                    batch, end = self._matching(query, offset, head)
+                count = _count(batch)
+                if count:
+                    self._deliver(exporter, batch)
+                offset = end
+                offsets.save(self.store, self.tenant, self.spec.offset_key, exporter.id, offset, count)
+                if not count:
                     continue
-                out.shipped += len(records)
+                out.shipped += count
                 out.batches += 1
                 out.offset = offset
                 if self.progress is not None:
@@ -216,18 +216,32 @@ class Shipper:
         # Both dialects return int, str, int, bytes, bytes: no per-row conversion on the hot path.
         return [Record(*row) for row in rows]
 
-    def _deliver(self, exporter: Exporter, records: Sequence[Record]) -> None:
-        pending = list(records)
+    def _lines(self, start: int, end: int) -> NativeLines:
+        return self.store.native_lines(self.tenant, start, end)
+
+    def _matching(self, query: Query, offset: int, head: int) -> tuple[list[Record], int]:
+        """The next page of events matching ``query`` from ``offset``, and the offset after it."""
+        after = Cursor(0, self.tenant, offset - 1) if offset > 0 else None
+        rows = self.store.search(self.tenant, query, limit=self.spec.batch_size, after=after, order="asc")
+        records = [Record(r.seq, r.id, r.date, r.body) for r in rows if r.seq < head]
+        # A short page means nothing else matches below the head.
+        if len(records) < len(rows) or len(rows) < self.spec.batch_size:
+            return records, head
+        return records, records[-1].seq + 1
+
+    def _deliver(self, exporter: Exporter, batch: Batch) -> None:
+        pending = batch
 
         def attempt() -> None:
             nonlocal pending
             try:
-                exporter.send(pending)
+                if isinstance(pending, NativeLines):
+                    exporter.send_lines(pending)
+                else:
+                    exporter.send(pending)
             except DeliveryError as exc:
-                if exc.failed is not None and exc.failed:
-                    valid = [i for i in exc.failed if 0 <= i < len(pending)]
-                    if valid:
-                        pending = [pending[i] for i in sorted(set(valid))]
+                if exc.failed:
+                    pending = _only(pending, exc.failed)
                 raise
 
         self._with_retries(exporter, attempt)
@@ -283,6 +297,21 @@ class Shipper:
             flt, reason=f"shipped by audit log shipper {self.spec.offset_key!r} (delete: true)"
         )
         return done.count
+
+
+def _count(batch: Batch) -> int:
+    return len(batch.seqs) if isinstance(batch, NativeLines) else len(batch)
+
+
+def _only(batch: Batch, failed: Sequence[int]) -> Batch:
+    """What is left of ``batch`` when the destination took all but the records at ``failed``."""
+    keep = sorted({i for i in failed if 0 <= i < _count(batch)})
+    if not keep:
+        return batch
+    if isinstance(batch, NativeLines):  # retried as Records: exporters take part of a batch only that way
+        lines = batch.data.split(b"\n")
+        return [Record.from_native(lines[i]) for i in keep]
+    return [batch[i] for i in keep]
 
 
 def _check_delete(spec: ShipperSpec) -> None:

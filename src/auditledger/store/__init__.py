@@ -65,6 +65,17 @@ class LeafRow(NamedTuple):
     row: Row | None
 
 
+class NativeLines(NamedTuple):
+    """Stored events of one seq window as the shipper's native NDJSON, built by the database.
+
+    Line ``i`` is the event at ``seqs[i]``: its canonical bytes with the leaf
+    hash (lowercase hex) appended as a last member ``leaf_hash``, then ``\\n``.
+    """
+
+    seqs: list[int]
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Facets:
     """Counts of the matching events by resource type, action, actor type and time bucket."""
@@ -139,6 +150,10 @@ class Store(Protocol):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Portable SQL with ``?`` placeholders (features' own tables: tokens, jobs, offsets ...)."""
+        ...
+
+    def native_lines(self, tenant: str, start: int, end: int) -> NativeLines:
+        """Stored events with ``start <= seq < end``, in seq order, as native lines (purged ones have none)."""
         ...
 
     def close(self) -> None: ...

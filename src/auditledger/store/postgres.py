@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Query
-from auditledger.store import Cursor, Facets, Head, LeafRow, Order, Row, merge_positions
+from auditledger.store import Cursor, Facets, Head, LeafRow, NativeLines, Order, Row, merge_positions
 from auditledger.store.postgres_sql import DETAIL_KEYS, Dense, dense_count, filtered, has_text, portable
 from auditledger.store.sqlite import migrations
 
@@ -48,6 +48,15 @@ _COPY_DETAILS = "COPY details (tenant, key, value, seq) FROM STDIN (FORMAT BINAR
 _LEAF_TYPES = ("text", "int8", "bytea")
 _EVENT_TYPES = ("text", "text", "int8", "int8", "text", "text", "text", "text", "text", "text", "text", "bytea")
 _DETAIL_TYPES = ("text", "text", "text", "int8")
+# The shipper's native record (formats.native_line) built by PostgreSQL, aggregated per window in seq order.
+_NATIVE_LINES = (
+    "SELECT coalesce(array_agg(e.seq ORDER BY e.seq), '{}'), coalesce(string_agg("
+    "substring(e.body FROM 1 FOR octet_length(e.body) - 1) "
+    "|| convert_to(',\"leaf_hash\":\"' || encode(l.hash, 'hex') || '\"}' || chr(10), 'UTF8'), "
+    "''::bytea ORDER BY e.seq), ''::bytea) "
+    "FROM events e JOIN leaves l ON l.tenant = e.tenant AND l.seq = e.seq "
+    "WHERE e.tenant = %s AND e.seq >= %s AND e.seq < %s"
+)
 MONTHS_AHEAD = 2  # the current month and this many after it always have a partition
 _OWN_PARAMS = ("read_url", "pool_min", "pool_max")
 
@@ -439,6 +448,11 @@ class PostgresStore:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._query(portable(sql), list(params))
+
+    def native_lines(self, tenant: str, start: int, end: int) -> NativeLines:
+        """One aggregate row per window, from the primary (a replica may not have the window yet)."""
+        seqs, data = self._query(_NATIVE_LINES, (tenant, start, end))[0]
+        return NativeLines(list(seqs), bytes(data))
 
     def _query(self, text: str, params: Any, *, read: bool = False) -> list[Any]:
         pool = self._read_pool if read else self._pool

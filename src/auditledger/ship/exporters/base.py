@@ -20,6 +20,7 @@ import httpx
 from auditledger.errors import AuditLedgerError, ConfigError
 from auditledger.ship.formats import Record
 from auditledger.ship.spec import Props
+from auditledger.store import NativeLines
 
 USER_AGENT = "auditledger-shipper/1"
 
@@ -65,6 +66,18 @@ class Exporter:
         """Connect, create what the destination needs (index template, log stream ...)."""
 
     def send(self, records: Sequence[Record]) -> None:
+        raise NotImplementedError
+
+    def takes_lines(self) -> bool:
+        """Whether :meth:`send_lines` can take the place of :meth:`send` (the native format, sent as is).
+
+        The shipper then hands over the store's ready-made native lines
+        (``Store.native_lines``): no Python object per event on the way.
+        """
+        return False
+
+    def send_lines(self, lines: NativeLines) -> None:
+        """Send a window of native lines, as :meth:`send` does; a failure re-sends the whole window."""
         raise NotImplementedError
 
     def put_object(self, name: str, data: bytes, content_type: str = "text/plain") -> str:
@@ -176,7 +189,7 @@ def _where(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def gzipped(data: bytes, level: int = 6) -> bytes:
+def gzipped(data: bytes | memoryview, level: int = 6) -> bytes:
     return gzip.compress(data, compresslevel=level, mtime=0)
 
 

@@ -24,8 +24,9 @@ from typing import BinaryIO
 
 from auditledger.errors import ConfigError
 from auditledger.ship.exporters.base import DeliveryError, Exporter, gzipped
-from auditledger.ship.formats import FORMATS, Record, line_formatter
+from auditledger.ship.formats import FORMATS, Record, line_formatter, native_line
 from auditledger.ship.spec import Props
+from auditledger.store import NativeLines
 
 
 class FileExporter(Exporter):
@@ -77,6 +78,9 @@ class FileExporter(Exporter):
             os.fsync(f.fileno())
         os.replace(part, final)
 
+    def takes_lines(self) -> bool:
+        return self.formatter is native_line
+
     def send(self, records: Sequence[Record]) -> None:
         fmt = self.formatter
         start = 0
@@ -84,25 +88,46 @@ class FileExporter(Exporter):
             while start < len(records):
                 if self._file is None:
                     self._start(records[start])
-                room = self.max_lines - self._lines
-                piece = records[start : start + room]
-                data = b"\n".join([fmt(r) for r in piece]) + b"\n"
-                if self.gzip:
-                    data = gzipped(data, self.gzip_level)  # one gzip member per write: a cut tail is detectable
-                assert self._file is not None
-                self._file.write(data)
-                self._lines += len(piece)
-                self._bytes += len(data)
-                self._last = piece[-1].seq
+                piece = records[start : start + self.max_lines - self._lines]
+                self._write(b"\n".join([fmt(r) for r in piece]) + b"\n", len(piece), piece[-1].seq)
                 start += len(piece)
-                if self._due():
-                    self._finish()
-            if self._file is not None:
-                self._file.flush()
-                if self.fsync:
-                    os.fsync(self._file.fileno())
+            self._sync()
         except OSError as exc:
             raise DeliveryError(f"file {self.id}: writing {self._path}: {exc.strerror or exc}") from None
+
+    def send_lines(self, lines: NativeLines) -> None:
+        data, seqs = lines.data, lines.seqs
+        view = memoryview(data)  # slices of the window are written without copying it
+        start = pos = 0
+        try:
+            while start < len(seqs):
+                if self._file is None:
+                    self._start(Record.from_native(view[pos : data.index(b"\n", pos)]))
+                take = min(self.max_lines - self._lines, len(seqs) - start)
+                end = len(data) if start + take == len(seqs) else _after_lines(data, pos, take)
+                self._write(view[pos:end], take, seqs[start + take - 1])
+                start, pos = start + take, end
+            self._sync()
+        except OSError as exc:
+            raise DeliveryError(f"file {self.id}: writing {self._path}: {exc.strerror or exc}") from None
+
+    def _write(self, data: bytes | memoryview, lines: int, last_seq: int) -> None:
+        """Append whole lines to the open file, and rotate when it is due."""
+        if self.gzip:
+            data = gzipped(data, self.gzip_level)  # one gzip member per write: a cut tail is detectable
+        assert self._file is not None
+        self._file.write(data)
+        self._lines += lines
+        self._bytes += len(data)
+        self._last = last_seq
+        if self._due():
+            self._finish()
+
+    def _sync(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
 
     def _due(self) -> bool:
         if self._lines >= self.max_lines or self._bytes >= self.max_bytes:
@@ -146,6 +171,13 @@ class FileExporter(Exporter):
             os.fsync(f.fileno())
         os.replace(tmp, target)
         return str(target)
+
+
+def _after_lines(data: bytes, pos: int, count: int) -> int:
+    """The offset just past the ``count``-th newline from ``pos`` (JSON lines hold no raw newline)."""
+    for _ in range(count):
+        pos = data.index(b"\n", pos) + 1
+    return pos
 
 
 def _whole_members(data: bytes) -> int:

@@ -16,8 +16,9 @@ import time
 from collections.abc import Sequence
 
 from auditledger.ship.exporters.base import HttpExporter, gzipped
-from auditledger.ship.formats import FORMATS, Record, line_formatter
+from auditledger.ship.formats import FORMATS, Record, line_formatter, native_line
 from auditledger.ship.spec import Props
+from auditledger.store import NativeLines
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -37,15 +38,23 @@ class WebhookExporter(HttpExporter):
         self.compress = props.boolean("gzip", False)
         self.http_options(props)
 
+    def takes_lines(self) -> bool:
+        return self.fmt is native_line
+
     def send(self, records: Sequence[Record]) -> None:
-        body = b"\n".join([self.fmt(r) for r in records]) + b"\n"
+        self._post(b"\n".join([self.fmt(r) for r in records]) + b"\n", records[0].seq, records[-1].seq)
+
+    def send_lines(self, lines: NativeLines) -> None:
+        self._post(lines.data, lines.seqs[0], lines.seqs[-1])
+
+    def _post(self, body: bytes, first: int, last: int) -> None:
         headers = {"Content-Type": "application/x-ndjson", **self.headers}
         if self.compress:
             body = gzipped(body)
             headers["Content-Encoding"] = "gzip"
         stamp = str(int(time.time()))
         headers["X-Auditledger-Timestamp"] = stamp
-        headers["Idempotency-Key"] = f"{self.tenant}:{self.offset_key}:{records[0].seq}-{records[-1].seq}"
+        headers["Idempotency-Key"] = f"{self.tenant}:{self.offset_key}:{first}-{last}"
         if self.secret:
             headers[self.header] = signature(self.secret, stamp, body)
         self.request("POST", self.url, content=body, headers=headers)
