@@ -8,7 +8,11 @@ ingest token, so authentication is part of the cost), then
 * one client sends ``--singles`` one-event requests: p50/p99 latency
   (target p99 < 25 ms).
 
-    python bench/http_ingest.py [--events 200000] [--batch 500] [--clients 4] [--singles 1000]
+then, for comparison, the embedded ceiling of the same machine: ``AuditLog.record_many``
+and raw ``sqlite3.executemany`` (``bench/ingest.py``) with batches of
+clients x batch events, the most one group commit takes from those clients.
+
+    python bench/http_ingest.py [--events 200000] [--batch 500] [--clients 4] [--singles 1000] [--ceiling 100000]
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--singles", type=int, default=1000)
+    parser.add_argument(
+        "--ceiling", type=int, default=100_000, metavar="N",
+        help="Events for the embedded ceiling run printed after the HTTP figures (0: skip).",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="auditledger-http-bench-"))
     db = f"sqlite:///{workdir / 'ledger.db'}"
@@ -98,6 +106,12 @@ def main() -> None:
             raise SystemExit(f"{len(errors)} failed requests, first: {errors[0]}")
         print(f"batched: {args.events:,} events, {args.clients} clients x {args.batch} per request: "
               f"{elapsed:.2f} s, {args.events / elapsed:,.0f} events/s")
+        writer = writer_metrics(url)
+        commits = writer.get("auditledger_writer_commits_total", 0.0)
+        if commits:
+            busy = writer.get("auditledger_writer_commit_seconds_total", 0.0) / elapsed
+            print(f"group commit: {commits:,.0f} commits, {args.events / commits:,.0f} events per commit, "
+                  f"writer busy {busy:.0%} of the run")
 
         one = [orjson.dumps(e) for e in demo_events(args.singles, seed=12)]
         latencies = []
@@ -115,6 +129,34 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+    if args.ceiling:
+        ceiling(args.ceiling, args.batch * args.clients)
+
+
+def writer_metrics(url: str) -> dict[str, float]:
+    """The writer's counters from ``/metrics`` (Prometheus text)."""
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("auditledger_writer_"):
+            found[name] = float(value)
+    return found
+
+
+def ceiling(events: int, batch: int) -> None:
+    """What the embedded append and the raw SQLite inserts reach on this machine, now.
+
+    HTTP ingest cannot go faster than the embedded ``record_many`` it ends in, and
+    that cannot go faster than raw ``executemany`` of the same rows into the same
+    schema: printed beside the HTTP figure so that a run on a slow or busy
+    machine can be read against its own ceiling.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ingest import measure  # the embedded benchmark, at the group size of the HTTP run
+
+    base, mine = measure(events, batch)
+    print(f"embedded ceiling ({events:,} events, batches of {batch}): AuditLog.record_many {mine:,.0f} events/s, "
+          f"raw sqlite3.executemany {base:,.0f} rows/s")
 
 
 if __name__ == "__main__":

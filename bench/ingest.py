@@ -1,8 +1,10 @@
 """Embedded ingest throughput: ``AuditLog.record_many`` against raw SQLite.
 
 The baseline inserts the same rows, already serialised, with
-``sqlite3.executemany`` into the same tables, indexes and pragmas: no
-validation, no canonical encoding, no hashing, no id or seq assignment.
+``sqlite3.executemany`` through the store's own writer connection and
+transactions (same tables, indexes, triggers, pragmas and background
+checkpoint): no validation, no canonical encoding, no hashing, no id or seq
+assignment, no Merkle tree.
 
     python bench/ingest.py [--events 200000] [--batch 1000]
 """
@@ -10,8 +12,8 @@ validation, no canonical encoding, no hashing, no id or seq assignment.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -23,21 +25,26 @@ from auditledger.demo import demo_events
 from auditledger.store.sqlite import SQLiteStore
 
 
-def ours(path: Path, events: list[dict[str, object]], batch: int) -> float:
+def ours(path: Path, batches: list[bytes], count: int) -> float:
+    """``record_many`` per batch, each parsed from its JSON bytes inside the timed loop.
+
+    The input waits as bytes (as in a queue or a request body), not as 200k live dicts:
+    those would make every full garbage collection during the run walk the benchmark's
+    own input, a cost no application that records events as they happen pays.
+    """
     log = AuditLog.open(f"sqlite:///{path}")
     start = time.perf_counter()
-    for i in range(0, len(events), batch):
-        log.record_many(events[i : i + batch])
+    for body in batches:
+        log.record_many(orjson.loads(body))
     elapsed = time.perf_counter() - start
     log.close()
-    return len(events) / elapsed
+    return count / elapsed
 
 
 def baseline(path: Path, events: list[dict[str, object]], batch: int) -> float:
-    SQLiteStore(f"sqlite:///{path}").close()  # same schema, indexes and triggers
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    # The store's own writer connection and transactions: same schema, indexes, triggers,
+    # pragmas and background checkpointing; only what the rows go through differs.
+    store = SQLiteStore(f"sqlite:///{path}")
     fake_hash = hashlib.sha256(b"x").digest()
     leaves, rows, details = [], [], []
     for seq, e in enumerate(events):
@@ -65,22 +72,37 @@ def baseline(path: Path, events: list[dict[str, object]], batch: int) -> float:
         details.append([("main", k, v, seq) for k, v in d.items()])
     start = time.perf_counter()
     for i in range(0, len(events), batch):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO leaves (tenant, seq, hash) VALUES (?, ?, ?)", leaves[i : i + batch])
-        conn.executemany(
-            "INSERT INTO events (id, tenant, seq, date, resource_type, action, actor_type, actor_id, actor_name, "
-            "outcome, idempotency_key, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows[i : i + batch],
-        )
-        conn.executemany(
-            "INSERT INTO details (tenant, key, value, seq) VALUES (?, ?, ?, ?)",
-            [d for part in details[i : i + batch] for d in part],
-        )
-        conn.execute("UPDATE heads SET size = ? WHERE tenant = 'main'", (i + batch,))
-        conn.execute("COMMIT")
+        with store.raw_write() as conn:
+            conn.executemany("INSERT INTO leaves (tenant, seq, hash) VALUES (?, ?, ?)", leaves[i : i + batch])
+            conn.executemany(
+                "INSERT INTO events (id, tenant, seq, date, resource_type, action, actor_type, actor_id, "
+                "actor_name, outcome, idempotency_key, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows[i : i + batch],
+            )
+            conn.executemany(
+                "INSERT INTO details (tenant, key, value, seq) VALUES (?, ?, ?, ?)",
+                [d for part in details[i : i + batch] for d in part],
+            )
+            conn.execute(
+                "INSERT INTO heads (tenant, size, last_date) VALUES ('main', ?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET size = excluded.size, last_date = excluded.last_date",
+                (i + batch, i + batch),
+            )
     elapsed = time.perf_counter() - start
-    conn.close()
+    store.close()
     return len(events) / elapsed
+
+
+def measure(count: int, batch: int) -> tuple[float, float]:
+    """(raw baseline rows/s, ``record_many`` events/s) for ``count`` demo events."""
+    events = list(demo_events(count))
+    batches = [orjson.dumps(events[i : i + batch]) for i in range(0, len(events), batch)]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline(Path(tmp) / "baseline.db", events, batch)
+        del events
+        gc.collect()
+        mine = ours(Path(tmp) / "ledger.db", batches, count)
+    return base, mine
 
 
 def main() -> None:
@@ -88,10 +110,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
-    events = list(demo_events(args.events))
-    with tempfile.TemporaryDirectory() as tmp:
-        base = baseline(Path(tmp) / "baseline.db", events, args.batch)
-        mine = ours(Path(tmp) / "ledger.db", events, args.batch)
+    base, mine = measure(args.events, args.batch)
     print(f"events: {args.events}, batch: {args.batch}")
     print(f"raw sqlite3.executemany baseline: {base:,.0f} rows/s")
     print(f"AuditLog.record_many:             {mine:,.0f} events/s")

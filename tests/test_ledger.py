@@ -226,3 +226,15 @@ def test_schema_migrations_are_recorded(ledger: AuditLog) -> None:
     """The applied schema versions are recorded in the database."""
     rows = ledger.store.query("SELECT version, name FROM schema_migrations ORDER BY version")
     assert rows[0] == (1, "init")
+
+
+def test_uuid7_from_hex_randomness_equals_the_byte_form() -> None:
+    """The append path's ``uuid7_hex`` gives exactly ``uuid7`` of the same bytes (version 7, variant 10)."""
+    import os
+
+    from auditledger.ledger import uuid7, uuid7_hex
+
+    for ms in (0, 1, 1_732_000_000_123, (1 << 48) - 1):
+        for _ in range(300):
+            rand = os.urandom(10)
+            assert uuid7_hex(ms, rand.hex()) == uuid7(ms, rand)

@@ -174,7 +174,7 @@ class AuditLog:
         if not items:
             return []
         receipts: list[Receipt | None] = [None] * len(items)
-        randomness = os.urandom(10 * len(items))
+        randomness = os.urandom(10 * len(items)).hex()
         with self.store.write() as txn:
             heads: dict[str, Head] = {}
             # Take every head first, in one global order: on PostgreSQL each is a row lock,
@@ -202,7 +202,7 @@ class AuditLog:
                 date = max(now if dates is None else dates[i], head.last_date + 1)
                 seq = head.size
                 when = from_micros(date)
-                id = uuid7(date // 1000, randomness[10 * i : 10 * i + 10])
+                id = uuid7_hex(date // 1000, randomness[20 * i : 20 * i + 20])
                 try:
                     body = canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=date)
                 except orjson.JSONEncodeError:
@@ -392,6 +392,16 @@ def uuid7(unix_ms: int, rand: bytes) -> str:
     raw[8] = 0x80 | (raw[8] & 0x3F)
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid7_hex(unix_ms: int, rand_hex: str) -> str:
+    """``uuid7`` from 20 hex digits of randomness: the hot path of ``append``, a few string slices."""
+    ms = f"{unix_ms & 0xFFFF_FFFF_FFFF:012x}"
+    r = rand_hex
+    return f"{ms[:8]}-{ms[8:]}-7{r[1:4]}-{_VARIANT[r[4]]}{r[5:8]}-{r[8:20]}"
 
 
 def encode_cursor(cursor: Cursor) -> str:

@@ -65,13 +65,18 @@ def _read_head(query: QueryFn, tenant: str) -> tuple[int, list[bytes]]:
     return size, frontier
 
 
+_NODES_PER_INSERT = 250  # 1,000 parameters: under every supported SQLite's and PostgreSQL's limit
+
+
 def _store_nodes(txn: WriteTxn, tenant: str, nodes: Iterable[merkle.Node]) -> None:
-    for node in nodes:
-        if node.level % TILE_HEIGHT == 0:
-            txn.execute(
-                "INSERT INTO tree_nodes (tenant, level, idx, hash) VALUES (?, ?, ?, ?)",
-                [tenant, node.level, node.index, node.hash],
-            )
+    # One multi-row INSERT per chunk: a statement per node cost more than the hashing.
+    kept = [node for node in nodes if node.level % TILE_HEIGHT == 0]
+    for i in range(0, len(kept), _NODES_PER_INSERT):
+        chunk = kept[i : i + _NODES_PER_INSERT]
+        txn.execute(
+            "INSERT INTO tree_nodes (tenant, level, idx, hash) VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk)),
+            [value for node in chunk for value in (tenant, node.level, node.index, node.hash)],
+        )
 
 
 def extend(txn: WriteTxn, tenant: str, old_size: int, leaf_hashes: Sequence[bytes]) -> int:
