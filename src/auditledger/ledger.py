@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from auditledger import canonical, tree
-from auditledger.errors import ValidationError, VerificationError
+from auditledger.errors import ValidationError
 from auditledger.model import (
     DEFAULT_LIMITS,
     Actor,
@@ -31,7 +31,6 @@ from auditledger.model import (
     Outcome,
     check_tenant,
     event_input,
-    format_micros,
     from_micros,
     invalid_text_field,
     parse_utc,
@@ -299,83 +298,22 @@ class AuditLog:
 
     # ------------------------------------------------------------ verifying
 
-    def verify(self, *, tenant: str | None = None) -> VerifyReport:
-        """Recompute every leaf hash and the ``seq`` sequence; raise at the first bad position."""
+    def verify(self, *, tenant: str | None = None, processes: int | None = None) -> VerifyReport:
+        """Recompute every leaf hash, the ``seq`` sequence and the indexes; raise at the first bad position.
+
+        ``processes``: how many processes share the work (default: one per CPU for a large
+        ledger on a file or PostgreSQL store, else one); see :mod:`auditledger.verify`.
+        """
+        from auditledger import verify
+
         report = VerifyReport()
         heads = {h.tenant: h for h in self.store.heads()}
         for name in [tenant] if tenant is not None else sorted(heads):
             head = heads.get(name, Head(name, 0, 0))
-            size, purged = _verify_tenant(self.store, name, head)
+            size, purged = verify.verify_tenant(self.store, name, head, processes=processes)
             report.sizes[name] = size
             report.purged[name] = purged
         return report
-
-
-def _verify_tenant(store: Store, tenant: str, head: Head) -> tuple[int, int]:
-    expected = 0
-    purged = 0
-    last_date = -1
-    for pos in store.scan(tenant):
-        if pos.seq != expected:
-            raise VerificationError(
-                f"tenant {tenant!r}: position {expected} is missing (next stored is {pos.seq})", expected
-            )
-        expected += 1
-        row = pos.row
-        if not pos.leaf_hash:
-            raise VerificationError(f"tenant {tenant!r}: an event is stored with no ledger leaf (inserted?)", pos.seq)
-        if row is None:
-            if not pos.purged:
-                raise VerificationError(f"tenant {tenant!r}: the event was removed without a purge", pos.seq)
-            purged += 1
-            continue
-        if canonical.leaf_hash(row.body) != pos.leaf_hash:
-            raise VerificationError(f"tenant {tenant!r}: the stored event does not match its leaf hash", pos.seq)
-        # Compare the indexed columns with the hashed bytes as plain values (the hot loop);
-        # only a mismatch pays for decoding into an Event and naming the field.
-        try:
-            obj = orjson.loads(row.body)
-            actor = obj["actor"]
-            hashed = (obj["v"], obj["seq"], obj["tenant"], obj["id"], obj["date"], obj["resource_type"],
-                      obj["action"], actor["type"], actor["id"], actor.get("name"), obj["outcome"], obj["details"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            hashed = None
-        stored = (canonical.FORMAT_VERSION, pos.seq, tenant, row.id, format_micros(row.date), row.resource_type,
-                  row.action, row.actor_type, row.actor_id, row.actor_name, row.outcome, row.details)
-        if hashed != stored:
-            event = canonical.decode(row.body, pos.leaf_hash)
-            problem = _row_mismatch(row, event, tenant, pos.seq) or "the hashed event is not a valid v1 event"
-            raise VerificationError(f"tenant {tenant!r}: {problem}", pos.seq)
-        if row.date <= last_date:
-            raise VerificationError(f"tenant {tenant!r}: date goes backwards", pos.seq)
-        last_date = row.date
-    if expected != head.size:
-        raise VerificationError(
-            f"tenant {tenant!r}: the head says {head.size} events but {expected} are stored",
-            min(expected, head.size),
-        )
-    return expected, purged
-
-
-def _row_mismatch(row: Row, event: Event, tenant: str, seq: int) -> str | None:
-    """What differs between the indexed columns and the hashed bytes (search would lie)."""
-    checks = (
-        ("seq", event.seq, seq),
-        ("tenant", event.tenant, tenant),
-        ("id", event.id, row.id),
-        ("date", to_micros(event.date), row.date),
-        ("resource_type", event.resource_type, row.resource_type),
-        ("action", event.action, row.action),
-        ("actor.type", str(event.actor.type), row.actor_type),
-        ("actor.id", event.actor.id, row.actor_id),
-        ("actor.name", event.actor.name, row.actor_name),
-        ("outcome", str(event.outcome), row.outcome),
-        ("details", dict(event.details), dict(row.details)),
-    )
-    for name, hashed, stored in checks:
-        if hashed != stored:
-            return f"indexed {name} {str(stored)[:80]!r} differs from the hashed event's {str(hashed)[:80]!r}"
-    return None
 
 
 # ---------------------------------------------------------------- helpers

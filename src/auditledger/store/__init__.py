@@ -8,7 +8,7 @@ lives in the dialect's module; the ledger speaks only this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -74,6 +74,23 @@ class NativeLines(NamedTuple):
 
     seqs: list[int]
     data: bytes
+
+
+class VerifyChunk(NamedTuple):
+    """Consecutive positions as verify reads them: plain tuples, no model objects (its hot loop).
+
+    ``positions``: ``(seq, leaf hash, purged, id, date, resource_type, action, actor_type,
+    actor_id, actor_name, outcome, body)`` in seq order. The event fields are None where no
+    event is stored (purged or lost); an event stored with no leaf (forged) comes with a leaf
+    hash of None. ``details``: seq -> (number of details rows, JSON object of their key -> value)
+    for every position of the chunk that has details rows, whether or not its event exists.
+    """
+
+    positions: list[tuple[Any, ...]]
+    details: dict[int, tuple[int, str]]
+
+
+VERIFY_CHUNK = 20_000  # positions per VerifyChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +171,10 @@ class Store(Protocol):
 
     def native_lines(self, tenant: str, start: int, end: int) -> NativeLines:
         """Stored events with ``start <= seq < end``, in seq order, as native lines (purged ones have none)."""
+        ...
+
+    def verify_chunks(self, tenant: str, start: int, end: int) -> Generator[VerifyChunk, None, None]:
+        """Positions ``[start, end)`` in chunks of ``VERIFY_CHUNK``, read from one snapshot where the store can."""
         ...
 
     def close(self) -> None: ...

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,18 @@ from psycopg_pool import ConnectionPool
 
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Query
-from auditledger.store import Cursor, Facets, Head, LeafRow, NativeLines, Order, Row, merge_positions
+from auditledger.store import (
+    VERIFY_CHUNK,
+    Cursor,
+    Facets,
+    Head,
+    LeafRow,
+    NativeLines,
+    Order,
+    Row,
+    VerifyChunk,
+    merge_positions,
+)
 from auditledger.store.postgres_sql import DETAIL_KEYS, Dense, dense_count, filtered, has_text, portable
 from auditledger.store.sqlite import migrations
 
@@ -56,6 +67,23 @@ _NATIVE_LINES = (
     "''::bytea ORDER BY e.seq), ''::bytea) "
     "FROM events e JOIN leaves l ON l.tenant = e.tenant AND l.seq = e.seq "
     "WHERE e.tenant = %s AND e.seq >= %s AND e.seq < %s"
+)
+_VERIFY_FIELDS = (
+    "e.id, e.date, e.resource_type, e.action, e.actor_type, e.actor_id, e.actor_name, e.outcome, e.body"
+)
+_VERIFY_POSITIONS = (
+    f"SELECT l.seq, l.hash, l.purged, {_VERIFY_FIELDS} FROM leaves l "
+    "LEFT JOIN events e ON e.tenant = l.tenant AND e.seq = l.seq AND e.seq >= %(lo)s AND e.seq < %(hi)s "
+    "WHERE l.tenant = %(tenant)s AND l.seq >= %(lo)s AND l.seq < %(hi)s ORDER BY l.seq"
+)
+_VERIFY_LEAFLESS = (
+    f"SELECT e.seq, NULL, 0, {_VERIFY_FIELDS} FROM events e "
+    "WHERE e.tenant = %(tenant)s AND e.seq >= %(lo)s AND e.seq < %(hi)s "
+    "AND NOT EXISTS (SELECT 1 FROM leaves l WHERE l.tenant = e.tenant AND l.seq = e.seq)"
+)
+_VERIFY_DETAILS = (
+    "SELECT seq, count(*), json_object_agg(key, value)::text FROM details "
+    "WHERE tenant = %(tenant)s AND seq >= %(lo)s AND seq < %(hi)s GROUP BY seq"
 )
 MONTHS_AHEAD = 2  # the current month and this many after it always have a partition
 _OWN_PARAMS = ("read_url", "pool_min", "pool_max")
@@ -445,6 +473,27 @@ class PostgresStore:
                     return
                 hi = int(more)
             pos = hi
+
+    def verify_chunks(self, tenant: str, start: int, end: int) -> Generator[VerifyChunk, None, None]:
+        """Positions for verify, read in one REPEATABLE READ transaction (one snapshot)."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                for lo in range(start, end, VERIFY_CHUNK):
+                    args = {"tenant": tenant, "lo": lo, "hi": min(lo + VERIFY_CHUNK, end)}
+                    positions = conn.execute(_VERIFY_POSITIONS, args).fetchall()
+                    joined = sum(1 for p in positions if p[11] is not None)
+                    row = conn.execute(
+                        "SELECT count(*) FROM events WHERE tenant = %(tenant)s AND seq >= %(lo)s AND seq < %(hi)s",
+                        args,
+                    ).fetchone()
+                    if row is not None and row[0] != joined:  # events with no leaf (forged): rare
+                        positions += conn.execute(_VERIFY_LEAFLESS, args).fetchall()
+                        positions.sort(key=lambda p: int(p[0]))
+                    details = {seq: (n, text) for seq, n, text in conn.execute(_VERIFY_DETAILS, args)}
+                    yield VerifyChunk(positions, details)
+        except psycopg.Error as exc:
+            raise _fail("reading", self._shown, exc) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._query(portable(sql), list(params))

@@ -1,0 +1,279 @@
+"""Verifying a stored ledger: every position re-hashed and cross-checked against its indexes.
+
+Per tenant, position by position: the leaf hash is the RFC 9162 leaf hash of the stored
+canonical bytes; positions run 0, 1, 2 ... with no gap; an event is missing only where purge
+marked its leaf, and then its details rows are gone too; every indexed column and the details
+rows (what search filters on) say what the hashed bytes say; dates never go backwards; the
+head's size is the number of positions. The first bad position is named.
+
+The hot loop reads plain tuples (``Store.verify_chunks``), hashes with hashlib and compares
+the indexed columns with the parsed bytes as one tuple: only a mismatch pays for decoding an
+``Event`` and naming the field. A large ledger on a file or PostgreSQL store is cut into one
+range of positions per CPU, each checked by its own process; the lowest bad position wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditledger import canonical
+from auditledger.errors import VerificationError
+from auditledger.model import Event, format_micros, to_micros
+from auditledger.store import Head, Row, Store, open_store
+
+# Below this many positions a single process is quicker: each worker process pays
+# for starting Python and importing the package (~0.3 s) before it checks anything.
+PARALLEL_MIN = 200_000
+_LEAF_PREFIX = b"\x00"
+
+# A range's outcome as it crosses the process boundary: (purged count, None, "") when it
+# checks out, else (0, first bad seq, message). Plain values: they pickle with no surprises.
+Outcome = tuple[int, int | None, str]
+
+
+def verify_tenant(store: Store, tenant: str, head: Head, *, processes: int | None = None) -> tuple[int, int]:
+    """Check every position of ``tenant``; return (positions, purged) or raise at the first bad one.
+
+    ``processes``: None picks one per CPU for a large ledger on a store other processes can
+    open (not ``memory://``), else 1; a number forces that many (tests use it on small ledgers).
+    """
+    size = head.size
+    ranges = split(size, _process_count(store, size, processes))
+    outcomes = _in_processes(store.url, tenant, size, ranges) if len(ranges) > 1 else None
+    if outcomes is None:
+        outcomes = [_outcome(store, tenant, lo, hi, size) for lo, hi in ranges]
+    purged = 0
+    for count, bad, message in outcomes:  # in position order: the first failing range holds the first bad seq
+        if bad is not None or message:
+            raise VerificationError(message, bad)
+        purged += count
+    _check_beyond_head(store, tenant, size)
+    return size, purged
+
+
+def split(size: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, size)`` as ``parts`` consecutive ranges of (nearly) equal length."""
+    parts = max(1, min(parts, size))
+    bounds = [size * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)] if size else [(0, 0)]
+
+
+def _process_count(store: Store, size: int, processes: int | None) -> int:
+    if processes is not None:
+        return max(1, processes) if _shareable(store.url) else 1
+    if size < PARALLEL_MIN or not _shareable(store.url):
+        return 1
+    return os.cpu_count() or 1
+
+
+def _shareable(url: str) -> bool:
+    """Whether another process can open the same store (an in-memory SQLite database it cannot)."""
+    return not (url.startswith("memory://") or url in ("sqlite://", "sqlite:///:memory:"))
+
+
+def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, int]]) -> list[Outcome] | None:
+    """Each range in its own Python process; None when one of them could not do its part.
+
+    Plain subprocesses rather than multiprocessing: they neither re-run the caller's main
+    module (a script without an ``if __name__ == "__main__"`` guard would start itself
+    again) nor fork a possibly threaded server holding SQLite connections. The store URL
+    (it may carry a password) goes through stdin, not the command line.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")]))
+    try:
+        workers = [
+            subprocess.Popen(  # noqa: S603  (our own interpreter and a fixed command)
+                [sys.executable, "-c", _WORKER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # a worker that fails is redone in-process, which reports why
+                env=env,
+            )
+            for _ in ranges
+        ]
+    except OSError:
+        return None
+    for worker, (lo, hi) in zip(workers, ranges, strict=True):
+        if worker.stdin is not None:  # small: fits the pipe, so all workers start before any is waited for
+            worker.stdin.write(orjson.dumps([url, tenant, lo, hi, size]))
+            worker.stdin.close()
+    answers = [_answer(worker) for worker in workers]
+    try:
+        return [(int(purged), bad, str(message)) for purged, bad, message in map(orjson.loads, answers)]
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        return None  # a worker failed (store unreachable, killed ...): the caller redoes its range in-process
+
+
+def _answer(worker: subprocess.Popen[bytes]) -> bytes:
+    with worker:  # closes the pipes and waits for the exit
+        out = worker.stdout.read() if worker.stdout is not None else b""
+    return out if worker.returncode == 0 else b""
+
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_WORKER = "from auditledger.verify import serve_range; serve_range()"
+
+
+def serve_range() -> None:
+    """A worker process: read ``[url, tenant, lo, hi, size]`` on stdin, print the range's outcome as JSON."""
+    url, tenant, lo, hi, size = orjson.loads(sys.stdin.buffer.read())
+    store = open_store(url)
+    try:
+        outcome = _outcome(store, tenant, lo, hi, size)
+    finally:
+        store.close()
+    sys.stdout.buffer.write(orjson.dumps(outcome))
+
+
+def _outcome(store: Store, tenant: str, lo: int, hi: int, size: int) -> Outcome:
+    try:
+        return check_range(store, tenant, lo, hi, size), None, ""
+    except VerificationError as exc:
+        return 0, exc.seq, exc.message
+
+
+def check_range(store: Store, tenant: str, start: int, end: int, head_size: int) -> int:
+    """Check positions ``[start, end)``; return how many are purged, raise at the first bad one."""
+    last_date = _date_before(store, tenant, start)
+    expected = start
+    purged = 0
+    sha256 = hashlib.sha256
+    loads = orjson.loads
+    version = canonical.FORMAT_VERSION
+    with closing(store.verify_chunks(tenant, start, end)) as chunks:
+        for chunk in chunks:
+            details = chunk.details
+            for position in chunk.positions:
+                seq, leaf, was_purged, id, date, rtype, action, atype, aid, aname, outcome, body = position
+                if seq != expected:
+                    raise _fail(tenant, f"position {expected} is missing (next stored is {seq})", expected)
+                expected += 1
+                if not leaf:
+                    raise _fail(tenant, "an event is stored with no ledger leaf (inserted?)", seq)
+                if body is None:
+                    if not was_purged:
+                        raise _fail(tenant, "the event was removed without a purge", seq)
+                    if seq in details:
+                        raise _fail(tenant, "the event was purged but its details rows were left behind", seq)
+                    purged += 1
+                    continue
+                if type(body) is not bytes:
+                    body = _as_bytes(body)
+                if sha256(_LEAF_PREFIX + body).digest() != leaf:
+                    raise _fail(tenant, "the stored event does not match its leaf hash", seq)
+                try:
+                    obj = loads(body)
+                    actor = obj["actor"]
+                    hashed = (obj["v"], obj["seq"], obj["tenant"], obj["id"], obj["date"], obj["resource_type"],
+                              obj["action"], actor["type"], actor["id"], actor.get("name"), obj["outcome"],
+                              obj["details"])  # fmt: skip
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    hashed = None
+                rows = details.get(seq)
+                indexed = loads(rows[1]) if rows is not None else {}
+                stored = (version, seq, tenant, id, format_micros(date), rtype, action, atype, aid, aname, outcome,
+                          indexed)  # fmt: skip
+                if hashed != stored or (rows is not None and rows[0] != len(indexed)):
+                    raise _mismatch(tenant, position, body, leaf, rows)
+                if date <= last_date:
+                    raise _fail(tenant, "date goes backwards", seq)
+                last_date = date
+    if expected < end:
+        raise _end_missing(store, tenant, expected, head_size)
+    return purged
+
+
+def _fail(tenant: str, problem: str, seq: int) -> VerificationError:
+    return VerificationError(f"tenant {tenant!r}: {problem}", seq)
+
+
+def _as_bytes(value: object) -> bytes:
+    """Stored bytes; a text put there behind our back still hashes as its UTF-8 bytes."""
+    return bytes(value) if isinstance(value, (bytearray, memoryview)) else str(value).encode("utf-8", "surrogatepass")
+
+
+def _date_before(store: Store, tenant: str, seq: int) -> int:
+    """The date of the last event stored before ``seq`` (-1 if none): dates must keep growing across ranges."""
+    if seq == 0:
+        return -1
+    rows = store.query("SELECT date FROM events WHERE tenant = ? AND seq < ? ORDER BY seq DESC LIMIT 1", [tenant, seq])
+    return int(rows[0][0]) if rows else -1
+
+
+def _next_stored(store: Store, tenant: str, seq: int) -> int | None:
+    found = [
+        row[0]
+        for table in ("leaves", "events")
+        for row in store.query(f"SELECT min(seq) FROM {table} WHERE tenant = ? AND seq >= ?", [tenant, seq])
+        if row[0] is not None
+    ]
+    return int(min(found)) if found else None
+
+
+def _end_missing(store: Store, tenant: str, expected: int, head_size: int) -> VerificationError:
+    """The positions from ``expected`` to the end of a range are not stored: a gap, or a short ledger."""
+    following = _next_stored(store, tenant, expected)
+    if following is not None:
+        return _fail(tenant, f"position {expected} is missing (next stored is {following})", expected)
+    return _fail(tenant, f"the head says {head_size} events but {expected} are stored", min(expected, head_size))
+
+
+def _check_beyond_head(store: Store, tenant: str, size: int) -> None:
+    """Nothing may be stored at or past the head: a forged or orphaned position is named, then the head."""
+    top = [
+        row[0]
+        for table in ("leaves", "events")
+        for row in store.query(f"SELECT max(seq) FROM {table} WHERE tenant = ? AND seq >= ?", [tenant, size])
+        if row[0] is not None
+    ]
+    if top:
+        stored = int(max(top)) + 1
+        check_range(store, tenant, size, stored, size)
+        raise _fail(tenant, f"the head says {size} events but {stored} are stored", size)
+
+
+def _mismatch(
+    tenant: str, position: tuple[Any, ...], body: bytes, leaf: bytes, rows: tuple[int, str] | None
+) -> VerificationError:
+    """Name what differs between the indexed columns and the hashed bytes (the slow path, once)."""
+    seq = position[0]
+    details: dict[str, str] = orjson.loads(rows[1]) if rows is not None else {}
+    if rows is not None and rows[0] != len(details):
+        return _fail(tenant, f"indexed details hold {rows[0]} rows for {len(details)} keys (a key stored twice)", seq)
+    try:
+        event = canonical.decode(body, leaf)
+    except VerificationError as exc:
+        return _fail(tenant, exc.message, seq)
+    id, date, rtype, action, atype, aid, aname, outcome = position[3:11]
+    row = Row(id, tenant, seq, date, rtype, action, atype, aid, aname, outcome, None, body, leaf, details)
+    return _fail(tenant, _row_mismatch(row, event, tenant, seq) or "the hashed event is not a valid v1 event", seq)
+
+
+def _row_mismatch(row: Row, event: Event, tenant: str, seq: int) -> str | None:
+    """What differs between the indexed columns and the hashed bytes (search would lie)."""
+    checks = (
+        ("seq", event.seq, seq),
+        ("tenant", event.tenant, tenant),
+        ("id", event.id, row.id),
+        ("date", to_micros(event.date), row.date),
+        ("resource_type", event.resource_type, row.resource_type),
+        ("action", event.action, row.action),
+        ("actor.type", str(event.actor.type), row.actor_type),
+        ("actor.id", event.actor.id, row.actor_id),
+        ("actor.name", event.actor.name, row.actor_name),
+        ("outcome", str(event.outcome), row.outcome),
+        ("details", dict(event.details), dict(row.details)),
+    )
+    for name, hashed, stored in checks:
+        if hashed != stored:
+            return f"indexed {name} {str(stored)[:80]!r} differs from the hashed event's {str(hashed)[:80]!r}"
+    return None
