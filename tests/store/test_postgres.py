@@ -196,7 +196,7 @@ def test_frequent_and_rare_details_terms_select_the_same_rows(dense_at: int) -> 
             expected = [e.id for e in reversed(every) if reference(e, query)]
             assert [e.id for e in log.iter_search(query)] == expected, query
             assert log.count(query) == len(expected), query
-        _, where, _ = filtered("main", parse("namespace:company anna"), ["namespace"], store._dense("main"))
+        _, where, _ = filtered("main", parse("-flowId:flow-1 company"), ["namespace"], store._dense("main"))
         assert ("EXISTS" in where) == (dense_at == 1)
 
 

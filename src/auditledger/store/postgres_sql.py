@@ -53,11 +53,17 @@ def dense_count(cond: str) -> str:
 class _Context:
     """What every term of one translation needs besides itself."""
 
-    def __init__(self, tenant: str | None, keys: Sequence[str], ctes: Ctes | None, dense: Dense | None) -> None:
+    def __init__(
+        self, tenant: str | None, keys: Sequence[str], ctes: Ctes | None, dense: Dense | None, *, top: bool = True
+    ) -> None:
         self.tenant = tenant
         self.keys = keys
         self.ctes = ctes
         self.dense = dense if tenant is not None else None
+        self.top = top  # terms here are ANDed with the whole query, not inside an OR group
+
+    def in_group(self) -> _Context:
+        return _Context(self.tenant, self.keys, self.ctes, self.dense, top=False)
 
 
 def where_clause(
@@ -102,7 +108,7 @@ def _conjunction(ctx: _Context, query: Query, parts: list[str], params: list[Any
         parts.append("e.date < %s")
         params.append(to_micros(query.before))
     for term in query.terms:
-        sql, term_params = _term(ctx, term)
+        sql, term_params = _term(ctx, term, joinable=ctx.top and not term.negate)
         # NOT of a NULL comparison (actor_name) is NULL, which would drop the row.
         parts.append(f"NOT coalesce(({sql}), FALSE)" if term.negate else sql)
         params += term_params
@@ -110,7 +116,7 @@ def _conjunction(ctx: _Context, query: Query, parts: list[str], params: list[Any
         alternatives = []
         for sub in query.any_of:
             sub_parts: list[str] = []
-            _conjunction(ctx, sub, sub_parts, params)
+            _conjunction(ctx.in_group(), sub, sub_parts, params)
             alternatives.append("(" + (" AND ".join(sub_parts) or "TRUE") + ")")
         parts.append("(" + " OR ".join(alternatives) + ")")
 
@@ -128,8 +134,11 @@ def _match(column: str, term: Term) -> tuple[str, list[Any]]:
             alternatives.append(f"({column} >= %s AND {column} < %s)")
             params += [value, value + _MAX_CHAR]
         elif term.match is Match.NAMESPACE:
-            alternatives.append(f"({column} = %s OR ({column} >= %s AND {column} < %s))")
-            params += [value, value + ".", value + "." + _MAX_CHAR]
+            # The outer range holds both alternatives and, unlike an OR, bounds an index scan.
+            alternatives.append(
+                f"({column} >= %s AND {column} < %s AND ({column} = %s OR ({column} >= %s AND {column} < %s)))"
+            )
+            params += [value, value + _MAX_CHAR, value, value + ".", value + "." + _MAX_CHAR]
         elif term.match is Match.CONTAINS:
             alternatives.append(f"strpos({column}, %s) > 0")
             params.append(value)
@@ -139,29 +148,39 @@ def _match(column: str, term: Term) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(alternatives) + ")", params
 
 
-def _details_in(ctx: _Context, cond: str, params: list[Any], *, once: bool = False) -> tuple[str, list[Any]]:
-    """Rows with a details entry matching ``cond``: collected first, or (frequent) checked per row.
+def _details_in(
+    ctx: _Context, cond: str, params: list[Any], match: Match, *, joinable: bool, word: bool = False
+) -> tuple[str, list[Any]]:
+    """Rows with a details entry matching ``cond``: checked per row when frequent, else collected.
 
-    Collecting every seq of a frequent value costs more than the whole first page, which a
-    newest-first scan fills after a few probes of the ``(tenant, seq)`` index; a rare value
-    is cheapest collected; ``once`` (a free word, ORed with actor columns, which PostgreSQL
-    cannot turn into a join) collects it in a materialised CTE, else its hash would be rebuilt
-    for every monthly partition.
+    Collecting every match of a frequent value costs more than the whole first page, which a
+    newest-first scan fills after a few probes. The planner's own estimate is not to be relied
+    on: it takes a namespace (a range) or a free word (ORed with actor columns) for rare and
+    hashes every match, once per monthly partition (seconds at 1M events). So the matches are
+    counted first, up to ``dense_at``. Rare ones are collected: a ``joinable`` term (ANDed with
+    the whole query) as a semi-join; a free word once, in a materialised CTE.
     """
     if ctx.tenant is None:
         return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
-    if ctx.dense is not None and ctx.dense(cond, params):
-        return f"EXISTS (SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND {cond})", params
-    if once and ctx.ctes is not None:
-        ctx.ctes.append((f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}", [ctx.tenant, *params]))
-        return f"e.seq IN (SELECT seq FROM _w{len(ctx.ctes) - 1})", []
-    return f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond})", [ctx.tenant, *params]
+    collect = f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}"
+    # Only an index range is cheap to count; *x* and *x are left to the planner.
+    if ctx.dense is not None and match not in (Match.CONTAINS, Match.SUFFIX) and ctx.dense(cond, params):
+        # OFFSET 0 keeps the probe per row: without it PostgreSQL may turn the EXISTS into a
+        # hash of every match (a scan of the whole details table) built once per partition.
+        probe = f"SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND {cond} OFFSET 0"
+        return f"EXISTS ({probe})", params
+    if word and not joinable and ctx.ctes is not None:
+        ctx.ctes.append((collect, [ctx.tenant, *params]))
+        # As an array the seqs are an index condition, which PostgreSQL can OR with the actor
+        # columns' indexes (a few bitmap lookups) instead of filtering every row of the tenant.
+        return f"e.seq = ANY(ARRAY(SELECT seq FROM _w{len(ctx.ctes) - 1}))", []
+    return f"e.seq IN ({collect})", [ctx.tenant, *params]
 
 
-def _term(ctx: _Context, term: Term) -> tuple[str, list[Any]]:
+def _term(ctx: _Context, term: Term, *, joinable: bool) -> tuple[str, list[Any]]:
     if term.field is Field.DETAIL:
         cond, params = _match("d.value", term)
-        return _details_in(ctx, f"d.key = %s AND {cond}", [term.key, *params])
+        return _details_in(ctx, f"d.key = %s AND {cond}", [term.key, *params], term.match, joinable=joinable)
     if term.field is Field.TEXT:
         # As on SQLite: a free word starts a details value, or matches the actor's id or name.
         words = Term(Field.TEXT, term.values, match=Match.PREFIX if term.match is Match.EXACT else term.match)
@@ -169,7 +188,7 @@ def _term(ctx: _Context, term: Term) -> tuple[str, list[Any]]:
         if ctx.keys:
             cond = f"d.key = ANY(%s) AND {cond}"
             params = [list(ctx.keys), *params]
-        in_details, details_params = _details_in(ctx, cond, params, once=True)
+        in_details, details_params = _details_in(ctx, cond, params, words.match, joinable=False, word=True)
         actor_cond, actor_params = _match("e.actor_id", term)
         name_cond, name_params = _match("e.actor_name", term)
         return (
