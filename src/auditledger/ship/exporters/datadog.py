@@ -10,11 +10,11 @@ into attributes. Limits from Datadog's Logs API: at most 1,000 logs and 5 MB
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 
-from auditledger.ship.exporters.base import DeliveryError, HttpExporter, gzipped, sized_chunks
+from auditledger.ship.exporters.base import DeliveryError, HttpExporter, gzipped_ahead, sized_chunks
 from auditledger.ship.formats import JSON_FORMATS, Record, line_formatter, native_line
 from auditledger.ship.spec import Props
 from auditledger.store import NativeLines
@@ -54,12 +54,13 @@ class DatadogExporter(HttpExporter):
         # Each item is orjson.dumps of the whole dict, built from its constant head: one call per event.
         head = self._head
         items = [b"%s%s}" % (head, orjson.dumps(m.decode())) for m in messages]
-        for start, end in sized_chunks(items, self.chunk, MAX_BYTES - 2, overhead=1):
-            body = b"[" + b",".join(items[start:end]) + b"]"
-            headers = {"DD-API-KEY": self.api_key, "Content-Type": "application/json", "Accept": "application/json"}
-            if self.compress:
-                body = gzipped(body)
-                headers["Content-Encoding"] = "gzip"
+        ranges = list(sized_chunks(items, self.chunk, MAX_BYTES - 2, overhead=1))
+        bodies: Iterable[bytes] = [b"[" + b",".join(items[start:end]) + b"]" for start, end in ranges]
+        headers = {"DD-API-KEY": self.api_key, "Content-Type": "application/json", "Accept": "application/json"}
+        if self.compress:
+            bodies = gzipped_ahead(bodies)
+            headers["Content-Encoding"] = "gzip"
+        for (start, _), body in zip(ranges, bodies, strict=True):
             try:
                 self.request("POST", f"{self.base}/api/v2/logs", content=body, headers=headers)
             except DeliveryError as exc:  # earlier chunks were accepted: only the rest is pending
