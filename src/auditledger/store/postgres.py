@@ -59,14 +59,13 @@ _COPY_DETAILS = "COPY details (tenant, key, value, seq) FROM STDIN (FORMAT BINAR
 _LEAF_TYPES = ("text", "int8", "bytea")
 _EVENT_TYPES = ("text", "text", "int8", "int8", "text", "text", "text", "text", "text", "text", "text", "bytea")
 _DETAIL_TYPES = ("text", "text", "text", "int8")
-# The shipper's native record (formats.native_line) built by PostgreSQL, aggregated per window in seq order.
+# The shipper's native record (formats.native_line) built by PostgreSQL. Row by row: string_agg over
+# the window measured 2.8x slower here (15.x sorts inside the aggregate, and grows the bytea as it goes).
 _NATIVE_LINES = (
-    "SELECT coalesce(array_agg(e.seq ORDER BY e.seq), '{}'), coalesce(string_agg("
-    "substring(e.body FROM 1 FOR octet_length(e.body) - 1) "
-    "|| convert_to(',\"leaf_hash\":\"' || encode(l.hash, 'hex') || '\"}' || chr(10), 'UTF8'), "
-    "''::bytea ORDER BY e.seq), ''::bytea) "
+    "SELECT e.seq, substring(e.body FROM 1 FOR octet_length(e.body) - 1) "
+    "|| convert_to(',\"leaf_hash\":\"' || encode(l.hash, 'hex') || '\"}' || chr(10), 'UTF8') "
     "FROM events e JOIN leaves l ON l.tenant = e.tenant AND l.seq = e.seq "
-    "WHERE e.tenant = %s AND e.seq >= %s AND e.seq < %s"
+    "WHERE e.tenant = %s AND e.seq >= %s AND e.seq < %s ORDER BY e.seq"
 )
 _VERIFY_FIELDS = (
     "e.id, e.date, e.resource_type, e.action, e.actor_type, e.actor_id, e.actor_name, e.outcome, e.body"
@@ -499,9 +498,9 @@ class PostgresStore:
         return self._query(portable(sql), list(params))
 
     def native_lines(self, tenant: str, start: int, end: int) -> NativeLines:
-        """One aggregate row per window, from the primary (a replica may not have the window yet)."""
-        seqs, data = self._query(_NATIVE_LINES, (tenant, start, end))[0]
-        return NativeLines(list(seqs), bytes(data))
+        """From the primary: a replica may not have the window yet."""
+        rows = self._query(_NATIVE_LINES, (tenant, start, end))
+        return NativeLines([seq for seq, _ in rows], b"".join([line for _, line in rows]))
 
     def _query(self, text: str, params: Any, *, read: bool = False) -> list[Any]:
         pool = self._read_pool if read else self._pool
