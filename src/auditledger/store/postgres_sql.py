@@ -54,38 +54,53 @@ class _Context:
     """What every term of one translation needs besides itself."""
 
     def __init__(
-        self, tenant: str | None, keys: Sequence[str], ctes: Ctes | None, dense: Dense | None, *, top: bool = True
+        self,
+        tenant: str | None,
+        keys: Sequence[str],
+        ctes: Ctes | None,
+        dense: Dense | None,
+        *,
+        probe: bool = True,
+        top: bool = True,
     ) -> None:
         self.tenant = tenant
         self.keys = keys
         self.ctes = ctes
         self.dense = dense if tenant is not None else None
+        self.probe = probe  # test frequent details terms per row (a first page), or collect them (a count)
         self.top = top  # terms here are ANDed with the whole query, not inside an OR group
 
     def in_group(self) -> _Context:
-        return _Context(self.tenant, self.keys, self.ctes, self.dense, top=False)
+        return _Context(self.tenant, self.keys, self.ctes, self.dense, probe=self.probe, top=False)
 
 
 def where_clause(
-    tenant: str | None, query: Query, keys: Sequence[str] = (), ctes: Ctes | None = None, dense: Dense | None = None
+    tenant: str | None,
+    query: Query,
+    keys: Sequence[str] = (),
+    ctes: Ctes | None = None,
+    dense: Dense | None = None,
+    *,
+    probe: bool = True,
 ) -> tuple[str, list[Any]]:
     """The WHERE text (``%s`` placeholders) and parameters of ``query`` over ``events e``.
 
     With ``ctes``, free words' details lookups are appended there as (SELECT, params) to be
     run once as ``_w0, _w1 ...`` (see :func:`filtered`); otherwise they are inline subqueries.
-    With ``dense`` (one tenant), a details term it calls frequent is tested per row instead.
+    With ``dense`` (one tenant), a details term it calls frequent is tested per row instead
+    (unless not ``probe``), and a free word it calls rare is looked up by index.
     """
     parts: list[str] = []
     params: list[Any] = []
     if tenant is not None:
         parts.append("e.tenant = %s")
         params.append(tenant)
-    _conjunction(_Context(tenant, keys, ctes, dense), query, parts, params)
+    _conjunction(_Context(tenant, keys, ctes, dense, probe=probe), query, parts, params)
     return (" AND ".join(parts) or "TRUE"), params
 
 
 def filtered(
-    tenant: str | None, query: Query, keys: Sequence[str] = (), dense: Dense | None = None
+    tenant: str | None, query: Query, keys: Sequence[str] = (), dense: Dense | None = None, *, probe: bool = True
 ) -> tuple[str, str, list[Any]]:
     """``(WITH prefix, WHERE text, params)``: free words' lookups materialised once.
 
@@ -93,7 +108,7 @@ def filtered(
     into a join: inline, its hashed subquery would be rebuilt for every monthly partition.
     """
     ctes: Ctes = []
-    where, params = where_clause(tenant, query, keys, ctes, dense)
+    where, params = where_clause(tenant, query, keys, ctes, dense, probe=probe)
     if not ctes:
         return "", where, params
     prefix = "WITH " + ", ".join(f"_w{i} AS MATERIALIZED ({sql})" for i, (sql, _) in enumerate(ctes)) + " "
@@ -164,16 +179,21 @@ def _details_in(
         return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
     collect = f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}"
     # Only an index range is cheap to count; *x* and *x are left to the planner.
-    if ctx.dense is not None and match not in (Match.CONTAINS, Match.SUFFIX) and ctx.dense(cond, params):
+    counted = ctx.dense is not None and match not in (Match.CONTAINS, Match.SUFFIX)
+    frequent = counted and ctx.dense is not None and ctx.dense(cond, params)
+    if frequent and ctx.probe:
         # OFFSET 0 keeps the probe per row: without it PostgreSQL may turn the EXISTS into a
         # hash of every match (a scan of the whole details table) built once per partition.
         probe = f"SELECT 1 FROM details d WHERE d.tenant = e.tenant AND d.seq = e.seq AND {cond} OFFSET 0"
         return f"EXISTS ({probe})", params
     if word and not joinable and ctx.ctes is not None:
         ctx.ctes.append((collect, [ctx.tenant, *params]))
-        # As an array the seqs are an index condition, which PostgreSQL can OR with the actor
-        # columns' indexes (a few bitmap lookups) instead of filtering every row of the tenant.
-        return f"e.seq = ANY(ARRAY(SELECT seq FROM _w{len(ctx.ctes) - 1}))", []
+        name = f"_w{len(ctx.ctes) - 1}"
+        if counted and not frequent:
+            # Known to be few: as an array the seqs are an index condition, which PostgreSQL can
+            # OR with the actor columns' indexes instead of filtering every row of the tenant.
+            return f"e.seq = ANY(ARRAY(SELECT seq FROM {name}))", []
+        return f"e.seq IN (SELECT seq FROM {name})", []  # maybe many: hashed once
     return f"e.seq IN ({collect})", [ctx.tenant, *params]
 
 
