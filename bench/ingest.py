@@ -1,6 +1,7 @@
 """Embedded ingest throughput: ``AuditLog.record_many`` against raw SQLite.
 
-The baseline inserts the same rows, already serialised, with
+The baseline inserts the same rows (ids, dates, canonical bytes and leaf hashes
+made before its clock starts) with
 ``sqlite3.executemany`` through the store's own writer connection and
 transactions (same tables, indexes, triggers, pragmas and background
 checkpoint): no validation, no canonical encoding, no hashing, no id or seq
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from auditledger import AuditLog
+from auditledger import AuditLog, canonical
 from auditledger.demo import demo_events
+from auditledger.ledger import uuid7
+from auditledger.model import event_input
 from auditledger.store.sqlite import SQLiteStore
 
 
@@ -45,31 +48,21 @@ def baseline(path: Path, events: list[dict[str, object]], batch: int) -> float:
     # The store's own writer connection and transactions: same schema, indexes, triggers,
     # pragmas and background checkpointing; only what the rows go through differs.
     store = SQLiteStore(f"sqlite:///{path}")
-    fake_hash = hashlib.sha256(b"x").digest()
     leaves, rows, details = [], [], []
-    for seq, e in enumerate(events):
-        actor = e["actor"]
-        assert isinstance(actor, dict)
-        leaves.append(("main", seq, fake_hash))
+    first = time.time_ns() // 1000
+    for seq, raw in enumerate(events):
+        # The very rows the ledger would store (UUIDv7 id, real dates, canonical bytes, leaf
+        # hash), all made before the clock starts.
+        e = event_input(raw)
+        date = first + seq
+        id = uuid7(date // 1000, os.urandom(10))
+        body = canonical.encode(e, id=id, tenant="main", seq=seq, date=date)
+        leaves.append(("main", seq, canonical.leaf_hash(body)))
         rows.append(
-            (
-                f"id-{seq}",
-                "main",
-                seq,
-                seq,
-                e["resource_type"],
-                e["action"],
-                actor["type"],
-                actor["id"],
-                actor.get("name"),
-                e.get("outcome", "success"),
-                None,
-                orjson.dumps(e),
-            )
+            (id, "main", seq, date, e.resource_type, e.action, str(e.actor.type), e.actor.id, e.actor.name,
+             str(e.outcome), None, body)
         )
-        d = e.get("details") or {}
-        assert isinstance(d, dict)
-        details.append([("main", k, v, seq) for k, v in d.items()])
+        details.append([("main", k, v, seq) for k, v in e.details.items()])
     start = time.perf_counter()
     for i in range(0, len(events), batch):
         with store.raw_write() as conn:

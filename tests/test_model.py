@@ -130,3 +130,27 @@ def test_invalid_unicode_is_refused() -> None:
                 log.record_many([good(), event])
             assert info.value.field == f"events[1].{where}", info.value
         assert log.count() == 0
+
+
+def test_with_source_keeps_every_other_field() -> None:
+    """The ingest path's ``with_source`` equals ``dataclasses.replace(draft, source=...)``."""
+    import dataclasses
+
+    from auditledger.model import event_input, with_source
+
+    draft = event_input(
+        {
+            "resource_type": "FLOW",
+            "action": "UPDATE",
+            "actor": {"type": "USER", "id": "anna", "name": "Anna"},
+            "details": {"namespace": "company.team"},
+            "before": {"a": 1},
+            "after": "text",
+            "outcome": "failure",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "idempotency_key": "k-1",
+        }
+    )
+    source = {"token": "tok", "ip": "10.0.0.1"}
+    assert with_source(draft, source) == dataclasses.replace(draft, source=source)
+    assert [f.name for f in dataclasses.fields(draft)][8] == "source"

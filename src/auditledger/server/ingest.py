@@ -11,7 +11,6 @@ the tenant are acknowledged again with their first id and seq, not stored twice.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -19,7 +18,7 @@ from fastapi.responses import Response
 
 from auditledger.errors import ValidationError
 from auditledger.ledger import AuditLog
-from auditledger.model import Limits, event_input, format_date
+from auditledger.model import Limits, event_input, format_date, with_source
 from auditledger.server import shapes
 from auditledger.server.auth import Principal, require
 from auditledger.server.deps import client_ip, get_ledger, get_settings, get_writer, json_response
@@ -125,7 +124,7 @@ async def record(
         except ValidationError as exc:
             field = exc.field if single else f"events[{i}].{exc.field}"
             raise ValidationError(field, exc.message) from None
-        drafts.append(dataclasses.replace(draft, source=source))
+        drafts.append(with_source(draft, source))
     receipts = await asyncio.wrap_future(get_writer(request).submit(tenant, drafts))
     request.app.state.metrics.inc("auditledger_events_ingested_total", len(receipts), tenant=tenant)
     return json_response(

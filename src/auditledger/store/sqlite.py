@@ -567,6 +567,9 @@ def _blob(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
 
 
+_EVENT_FIELDS = 12  # Row: id ... body, the events table's columns in order, then leaf_hash and details
+
+
 class SQLiteWriteTxn:
     """The operations of one ``BEGIN IMMEDIATE`` transaction."""
 
@@ -598,23 +601,7 @@ class SQLiteWriteTxn:
             self.conn.executemany(
                 "INSERT INTO events (id, tenant, seq, date, resource_type, action, actor_type, actor_id, "
                 "actor_name, outcome, idempotency_key, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        r.id,
-                        r.tenant,
-                        r.seq,
-                        r.date,
-                        r.resource_type,
-                        r.action,
-                        r.actor_type,
-                        r.actor_id,
-                        r.actor_name,
-                        r.outcome,
-                        r.idempotency_key,
-                        r.body,
-                    )
-                    for r in rows
-                ],
+                [r[:_EVENT_FIELDS] for r in rows],  # Row's first fields, in the columns' order
             )
             self.conn.executemany(
                 "INSERT INTO details (tenant, key, value, seq) VALUES (?, ?, ?, ?)",
