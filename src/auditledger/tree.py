@@ -441,14 +441,7 @@ def verify_against(
         rows = store.query(
             "SELECT seq, hash FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq", [tenant, size, hi]
         )
-        hashes: list[bytes] = []
-        for seq, h in rows:
-            if seq != size + len(hashes):
-                break
-            hashes.append(bytes(h))
-        if len(hashes) < hi - size:
-            missing = size + len(hashes)
-            raise VerificationError(f"tenant {tenant!r}: ledger position {missing} is missing", missing)
+        hashes = _contiguous(rows, size, hi, tenant)
         if size < cp.size < hi:
             old_root = merkle.root_from_frontier(top + merkle.append_leaves(0, [], hashes[: cp.size - size])[0])
         if hi - size == _BLOCK:
@@ -493,9 +486,20 @@ def _perfect_levels(hashes: list[bytes], height: int) -> list[list[bytes]]:
     """
     levels = [hashes]
     for _ in range(height):
-        below = levels[-1]
-        levels.append([_sha256(b"\x01" + below[i] + below[i + 1]).digest() for i in range(0, len(below), 2)])
+        pairs = iter(levels[-1])  # zip of one iterator with itself: (h0, h1), (h2, h3) ...
+        levels.append([_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)])
     return levels
+
+
+def _contiguous(rows: Sequence[tuple[Any, ...]], lo: int, hi: int, tenant: str) -> list[bytes]:
+    """The leaf hashes of positions ``[lo, hi)`` from ``(seq, hash)`` rows in seq order; raise at the first gap.
+
+    seq is the key, so the rows are distinct: the right count, first and last seq mean no gap.
+    """
+    if len(rows) == hi - lo and (not rows or (rows[0][0] == lo and rows[-1][0] == hi - 1)):
+        return [bytes(h) for _, h in rows]
+    missing = next((lo + i for i, row in enumerate(rows) if row[0] != lo + i), lo + len(rows))
+    raise VerificationError(f"tenant {tenant!r}: ledger position {missing} is missing", missing)
 
 
 def _compare_tiles(store: Store, tenant: str, nodes: Sequence[merkle.Node]) -> None:

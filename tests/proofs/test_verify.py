@@ -137,3 +137,15 @@ def test_verify_on_postgres_names_the_first_bad_position() -> None:
             with pytest.raises(VerificationError) as info:
                 log.verify(tenant="main", processes=processes)
             assert info.value.seq == 250 and "indexed details" in info.value.message
+
+
+def test_against_names_a_missing_leaf(signed: Signed) -> None:
+    """Recomputing the tree from the leaves stops at the first missing position and names it."""
+    from auditledger import tree
+
+    with AuditLog.open(signed.url) as log:
+        fill(log, 4200 - SIZE)  # past the first 4,096-leaf block
+    tamper(signed.db, "DELETE FROM leaves WHERE seq = 4100")
+    with AuditLog.open(signed.url) as log, pytest.raises(VerificationError) as info:
+        tree.verify_against(log, signed.checkpoint.read_text(), [signed.vkey])
+    assert info.value.seq == 4100 and "ledger position 4100 is missing" in info.value.message
