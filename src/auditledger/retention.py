@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,15 +42,15 @@ from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import Actor, check_name, check_tenant, from_micros, parse_utc, to_micros
 from auditledger.query import Field, Match, Query, Term, all_of
 from auditledger.query import parse as parse_query
-from auditledger.store import Cursor, Store, WriteTxn
+from auditledger.store import DETAILS_PENDING, Cursor, Store, WriteTxn
 
 DEFAULT_MIN_AGE = timedelta(days=7)
 HOLD_RESOURCE = "LEGAL_HOLD"
 _NAMESPACE_KEY = "namespace"
-_TARGET_BATCH_SECONDS = 0.04  # keeps a writer waiting behind a batch well under 200 ms
+_TARGET_BATCH_SECONDS = 0.05  # keeps a writer waiting behind a batch well under 200 ms
 _FIRST_WINDOW = 256  # positions in the first purge batch
 _IN_CHUNK = 500  # values per IN (...) list: well under every dialect's parameter limit
-_RECLAIM_PAGES = 2000  # pages freed per incremental-vacuum transaction
+_SWEEP_MIN = 20_000  # positions: a purge of fewer deletes details with their events
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,15 @@ def purge_filter(
         actions=_names(actions if actions is not None else types, "types"),
         tenant=tenant,
     )
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one tenant's purge got (kept when it fails part-way, for its record)."""
+
+    count: int = 0
+    held: int = 0
+    batches: int = 0
 
 
 @dataclass(slots=True)
@@ -199,6 +210,7 @@ class Retention:
         min_age: timedelta = DEFAULT_MIN_AGE,
         batch_size: int = 5000,
         reclaim_threshold: int = 10_000,
+        sweep_min: int = _SWEEP_MIN,
     ) -> None:
         if min_age < timedelta(0):
             raise ValidationError("min_age", "the minimum retention age cannot be negative")
@@ -209,6 +221,7 @@ class Retention:
         self.min_age = min_age
         self.batch_size = batch_size
         self.reclaim_threshold = reclaim_threshold
+        self.sweep_min = sweep_min
 
     # ------------------------------------------------------------ purge
 
@@ -227,7 +240,8 @@ class Retention:
 
         Without ``force`` nothing younger than the minimum retention age is
         touched: the end date is clipped to ``now - min_age``. ``force`` is an
-        admin's decision; callers check the role before passing it.
+        admin's decision; callers check the role before passing it. A purge
+        that fails part-way still records what it removed, with the error.
         """
         actor = actor or Actor.system()
         moment = now or datetime.now(UTC)
@@ -242,65 +256,189 @@ class Retention:
         for tenant in tenants:
             if flt.start_date is not None and flt.start_date >= end:
                 continue
-            count, held, batches = self._purge_tenant(tenant, flt, end, dry_run)
-            result.count += count
-            result.held += held
-            result.batches += batches
+            done = _Progress()
+            try:
+                self._purge_tenant(tenant, flt, end, dry_run, done)
+            except BaseException as exc:
+                if not dry_run and done.count:
+                    with suppress(Exception):  # the store may be what failed; the first error is the one to raise
+                        self._record(tenant, flt, end, clipped, force, reason, actor, done, exc)
+                raise
+            result.count += done.count
+            result.held += done.held
+            result.batches += done.batches
             if not dry_run:
-                receipt = self.ledger.record(
-                    "AUDITLOG",
-                    "DELETE",
-                    actor,
-                    details=_purge_details(flt, end, count),
-                    after={"filter": flt.to_dict(), "endDateUsed": _iso(end), "clipped": clipped,
-                           "count": count, "held": held, "force": force, "reason": reason},
-                    tenant=tenant,
-                )
-                result.event_ids.append(receipt.id)
+                result.event_ids.append(self._record(tenant, flt, end, clipped, force, reason, actor, done))
         if not dry_run and reclaim and result.count >= self.reclaim_threshold:
             self.reclaim(end)
         result.bytes_after = self._space_used()
         result.seconds = time.perf_counter() - started
         return result
 
-    def _purge_tenant(self, tenant: str, flt: PurgeFilter, end: datetime, dry_run: bool) -> tuple[int, int, int]:
+    def _record(
+        self,
+        tenant: str,
+        flt: PurgeFilter,
+        end: datetime,
+        clipped: bool,
+        force: bool,
+        reason: str | None,
+        actor: Actor,
+        done: _Progress,
+        error: BaseException | None = None,
+    ) -> str:
+        """The purge's own AUDITLOG/DELETE event in ``tenant``; an interrupted purge says so and why."""
+        after: dict[str, Any] = {"filter": flt.to_dict(), "endDateUsed": _iso(end), "clipped": clipped,
+                                 "count": done.count, "held": done.held, "force": force, "reason": reason}
+        details = _purge_details(flt, end, done.count)
+        if error is not None:
+            after["interrupted"] = f"{type(error).__name__}: {error}"[:1024]
+            details["interrupted"] = "true"
+        receipt = self.ledger.record("AUDITLOG", "DELETE", actor, details=details, after=after, tenant=tenant)
+        return receipt.id
+
+    def _purge_tenant(self, tenant: str, flt: PurgeFilter, end: datetime, dry_run: bool, done: _Progress) -> None:
         lo = self._first_seq_at(tenant, flt.start_date) if flt.start_date is not None else 0
         hi = self._first_seq_at(tenant, end)
         if hi <= lo:
-            return 0, 0, 0
-        date_lo = None if flt.start_date is None else to_micros(flt.start_date)
-        date_hi = to_micros(end)
+            return
+        dates = (None if flt.start_date is None else to_micros(flt.start_date), to_micros(end))
         hold_ids, held = self._held(tenant, lo, hi)
-        count = held_count = batches = 0
+        sweep = not dry_run and self._sweeps(tenant, lo, hi)
+        write = self.store.write if dry_run else getattr(self.store, "purge_write", self.store.write)
         # Start small and let the timing grow the window: a first batch of thousands of
         # positions held a waiting writer for most of a second on a slow machine.
         window = min(self.batch_size, _FIRST_WINDOW)
         pos = lo
         while pos < hi:
             upper = min(pos + window, hi)
-            began = time.perf_counter()
-            with self.store.write() as txn:
+            with write() as txn:
+                began = time.perf_counter()
                 # A hold created while we run must still protect its events.
-                current = self._active_hold_ids(txn, tenant)
-                if not current <= hold_ids:
+                if not self._active_hold_ids(txn, tenant) <= hold_ids:
                     hold_ids, held = self._held(tenant, lo, hi, txn)
-                victims = self._candidates(txn, tenant, flt, pos, upper, date_lo, date_hi, with_body=not dry_run)
-                kept = [v for v in victims if v[0] in held]
-                victims = [v for v in victims if v[0] not in held]
-                held_count += len(kept)
-                if victims and not dry_run:
-                    self._delete(txn, tenant, victims)
-                count += len(victims)
-            batches += 1
+                self._batch(txn, tenant, flt, (pos, upper), dates, held, dry_run, sweep, done)
+            window = _paced(window, time.perf_counter() - began, 200, 200_000)
+            done.batches += 1
             pos = upper
-            elapsed = time.perf_counter() - began
-            # Aim each transaction at a few tens of milliseconds whatever the machine.
-            if elapsed > 0:
-                scale = max(0.5, min(2.0, _TARGET_BATCH_SECONDS / elapsed))
-                window = max(200, min(200_000, int(window * scale)))
             if not dry_run:
-                time.sleep(0.001)  # let a waiting writer take the lock between batches
-        return count, held_count, batches
+                self._pause()
+        if sweep:
+            # With no filter and nothing held, every position of the range is purged: the sweep
+            # then needs no per-row look at the leaves there.
+            whole = not (flt.namespace or flt.resources or flt.actions or done.held)
+            self._sweep_details(tenant, (lo if whole else hi, hi))
+
+    def _sweeps(self, tenant: str, lo: int, hi: int) -> bool:
+        """Whether the details go in one ordered sweep after the events (large purges on SQLite) or with them."""
+        if getattr(self.store, "sweep_purged_details", None) is None or hi - lo < self.sweep_min:
+            return False
+        size = next((h.size for h in self.store.heads() if h.tenant == tenant), 0)
+        # The sweep reads the tenant's whole details table: worth it when a good part of it goes.
+        return (hi - lo) * 4 >= size
+
+    @staticmethod
+    def _pause() -> None:
+        time.sleep(0.001)  # let a waiting writer take the lock between batches
+
+    def _batch(
+        self,
+        txn: WriteTxn,
+        tenant: str,
+        flt: PurgeFilter,
+        span: tuple[int, int],
+        dates: tuple[int | None, int],
+        held: Sequence[int],
+        dry_run: bool,
+        sweep: bool,
+        done: _Progress,
+    ) -> None:
+        """Purge (or count) the matching events of positions ``span``.
+
+        Set-based SQL over the window, unless a hold protects some of it or the namespace
+        test needs the bodies: then the victims are listed by seq.
+        """
+        where, params = _window_where(tenant, flt, span, dates)
+        kept = bisect_left(held, span[1]) - bisect_left(held, span[0])
+        if flt.namespace is None and not kept:
+            if dry_run:
+                done.count += int(txn.query(f"SELECT count(*) FROM events e WHERE {where}", params)[0][0])
+            else:
+                done.count += self._delete(txn, tenant, where, params, sweep)
+            return
+        body = ", e.body" if flt.namespace is not None else ""
+        rows = txn.query(f"SELECT e.seq{body} FROM events e WHERE {where}", params)
+        seqs: list[int] = []
+        protected = set(held[bisect_left(held, span[0]) : bisect_left(held, span[1])])
+        for row in rows:
+            if flt.namespace is not None:
+                details = orjson.loads(row[1])["details"]
+                if not _in_namespace(details.get(_NAMESPACE_KEY), flt.namespace):
+                    continue
+            if row[0] in protected:
+                done.held += 1
+                continue
+            seqs.append(int(row[0]))
+        if dry_run:
+            done.count += len(seqs)
+            return
+        for i in range(0, len(seqs), _IN_CHUNK):
+            part = seqs[i : i + _IN_CHUNK]
+            listed = f"e.tenant = ? AND e.seq IN ({','.join('?' * len(part))})"
+            done.count += self._delete(txn, tenant, listed, [tenant, *part], sweep)
+
+    def _delete(self, txn: WriteTxn, tenant: str, where: str, params: Sequence[Any], sweep: bool) -> int:
+        """Delete the events ``where`` selects (alias ``e``) with their details, and mark their leaves purged."""
+        # The triggers refuse deletes unless the gate is open; it is opened inside this transaction
+        # and shut before commit, so no other transaction ever sees it open.
+        txn.execute("UPDATE purge_gate SET open = 1")
+        if not sweep:
+            details_sql = getattr(self.store, "purge_details_sql", _portable_details_sql)
+            txn.execute(details_sql(where), params)
+        # A sweep still to come marks the leaves DETAILS_PENDING, so that verify, run meanwhile or
+        # after an interruption, knows those details rows are on their way out.
+        txn.execute(
+            f"UPDATE leaves SET purged = ? WHERE tenant = ? AND seq IN (SELECT e.seq FROM events e WHERE {where})",
+            [DETAILS_PENDING if sweep else 1, tenant, *params],
+        )
+        count = txn.execute(f"DELETE FROM events AS e WHERE {where}", params)
+        txn.execute("UPDATE purge_gate SET open = 0")
+        return count
+
+    def _sweep_details(self, tenant: str, span: tuple[int, int]) -> None:
+        """The details rows of purged positions under ``span[1]``, deleted in key order (SQLite, large purges).
+
+        Positions from ``span[0]`` on are all purged; below it the leaves marked DETAILS_PENDING
+        are, including those of an earlier sweep that was interrupted. Every read joins details
+        to ``events``, so the rows waiting for the sweep show nowhere. Once the sweep is through,
+        the pending leaves become plainly purged.
+        """
+        sweep = self.store.sweep_purged_details  # type: ignore[attr-defined]
+        write = getattr(self.store, "purge_write", self.store.write)
+        after: tuple[str, str, int] | None = ("", "", -1)
+        rows = _FIRST_WINDOW * 8
+        while after is not None:
+            with write() as txn:
+                began = time.perf_counter()
+                txn.execute("UPDATE purge_gate SET open = 1")
+                after, _ = sweep(txn, tenant, span, after, rows)
+                txn.execute("UPDATE purge_gate SET open = 0")
+            rows = _paced(rows, time.perf_counter() - began, 1000, 1_000_000)
+            self._pause()
+        pos, window = 0, _FIRST_WINDOW * 8
+        while pos < span[1]:
+            upper = min(pos + window, span[1])
+            with write() as txn:
+                began = time.perf_counter()
+                txn.execute("UPDATE purge_gate SET open = 1")
+                txn.execute(
+                    "UPDATE leaves SET purged = 1 WHERE tenant = ? AND seq >= ? AND seq < ? AND purged = ?",
+                    [tenant, pos, upper, DETAILS_PENDING],
+                )
+                txn.execute("UPDATE purge_gate SET open = 0")
+            window = _paced(window, time.perf_counter() - began, 1000, 1_000_000)
+            pos = upper
+            self._pause()
 
     def _first_seq_at(self, tenant: str, moment: datetime) -> int:
         """The first ``seq`` dated at or after ``moment`` (dates grow with seq), else the ledger size."""
@@ -314,61 +452,6 @@ class Retention:
             if head.tenant == tenant:
                 return head.size
         return 0
-
-    def _candidates(
-        self,
-        txn: WriteTxn,
-        tenant: str,
-        flt: PurgeFilter,
-        lo: int,
-        hi: int,
-        date_lo: int | None,
-        date_hi: int,
-        *,
-        with_body: bool,
-    ) -> list[tuple[int, dict[str, str]]]:
-        """Matching (seq, details) in ``[lo, hi)``; the namespace test reads the hashed details."""
-        need_body = with_body or flt.namespace is not None
-        # Only the seq range goes to SQL (dates grow with seq): a date predicate would tempt the
-        # planner into the (tenant, date) index and a scan of everything older, once per batch.
-        sql = f"SELECT seq, date{', body' if need_body else ''} FROM events WHERE tenant = ? AND seq >= ? AND seq < ?"
-        params: list[Any] = [tenant, lo, hi]
-        for column, values in (("resource_type", flt.resources), ("action", flt.actions)):
-            if values:
-                sql += f" AND {column} IN ({','.join('?' * len(values))})"
-                params += values
-        out: list[tuple[int, dict[str, str]]] = []
-        for row in txn.query(sql, params):
-            if row[1] >= date_hi or (date_lo is not None and row[1] < date_lo):
-                continue
-            details: dict[str, str] = orjson.loads(row[2])["details"] if need_body else {}
-            if flt.namespace is not None and not _in_namespace(details.get(_NAMESPACE_KEY), flt.namespace):
-                continue
-            out.append((int(row[0]), details))
-        return out
-
-    def _delete(self, txn: WriteTxn, tenant: str, victims: Sequence[tuple[int, Mapping[str, str]]]) -> None:
-        seqs = [seq for seq, _ in victims]
-        # The triggers refuse deletes unless the gate is open; it is opened inside this transaction
-        # and shut before commit, so no other transaction ever sees it open.
-        txn.execute("UPDATE purge_gate SET open = 1")
-        conn = getattr(txn, "conn", None)
-        if _is_sqlite(self.store) and conn is not None:
-            # SQLite's details key is (tenant, key, value, seq) with no seq index: delete by the
-            # full key, read from the hashed body (a row-value IN list would scan the table).
-            conn.executemany(
-                "DELETE FROM details WHERE tenant = ? AND key = ? AND value = ? AND seq = ?",
-                [(tenant, k, v, seq) for seq, d in victims for k, v in d.items()],
-            )
-        for i in range(0, len(seqs), _IN_CHUNK):
-            part = seqs[i : i + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            if not _is_sqlite(self.store):
-                # PostgreSQL's details carry a (tenant, seq) index.
-                txn.execute(f"DELETE FROM details WHERE tenant = ? AND seq IN ({marks})", [tenant, *part])
-            txn.execute(f"DELETE FROM events WHERE tenant = ? AND seq IN ({marks})", [tenant, *part])
-            txn.execute(f"UPDATE leaves SET purged = 1 WHERE tenant = ? AND seq IN ({marks})", [tenant, *part])
-        txn.execute("UPDATE purge_gate SET open = 0")
 
     # ------------------------------------------------------------ space
 
@@ -401,21 +484,23 @@ class Retention:
         (mode,), = self.store.query("PRAGMA auto_vacuum")
         if int(mode) != 2:
             return  # a file made before auto_vacuum was set: only a full VACUUM (offline) shrinks it
+        write = getattr(self.store, "purge_write", self.store.write)
         last = -1
         while True:
             (free,), = self.store.query("PRAGMA freelist_count")
             if not free or free == last:
                 return
             last = free
-            # Each execute of the pragma frees one page (the stdlib driver steps it once); a
-            # transaction frees pages for a few tens of milliseconds so that ingest is never held long.
-            with self.store.write() as txn:
+            # Each execute of the pragma moves one page (the stdlib driver steps a statement
+            # without columns once, even with fetchall); a transaction moves pages for a
+            # few tens of milliseconds so that ingest is never held long.
+            with write() as txn:
                 began = time.perf_counter()
-                for _ in range(min(int(free), _RECLAIM_PAGES)):
+                for done in range(int(free)):
                     txn.execute("PRAGMA incremental_vacuum")
-                    if time.perf_counter() - began > _TARGET_BATCH_SECONDS:
+                    if done % 16 == 15 and time.perf_counter() - began > _TARGET_BATCH_SECONDS:
                         break
-            time.sleep(0.001)
+            self._pause()
 
     # ------------------------------------------------------------ holds
 
@@ -492,8 +577,8 @@ class Retention:
         rows = txn.query("SELECT id FROM holds WHERE tenant = ? AND released_at IS NULL", [tenant])
         return {r[0] for r in rows}
 
-    def _held(self, tenant: str, lo: int, hi: int, txn: WriteTxn | None = None) -> tuple[set[str], set[int]]:
-        """The active holds of ``tenant`` and the seqs in ``[lo, hi)`` they protect."""
+    def _held(self, tenant: str, lo: int, hi: int, txn: WriteTxn | None = None) -> tuple[set[str], list[int]]:
+        """The active holds of ``tenant`` and the seqs in ``[lo, hi)`` they protect, sorted."""
         ids: set[str] = set()
         seqs: set[int] = set()
         rows = (txn.query if txn is not None else self.store.query)(
@@ -502,7 +587,7 @@ class Retention:
         for id, text in rows:
             ids.add(id)
             seqs.update(self._matching_seqs(tenant, parse_query(text), lo, hi, txn))
-        return ids, seqs
+        return ids, sorted(seqs)
 
     def _matching_seqs(self, tenant: str, query: Query, lo: int, hi: int, txn: WriteTxn | None) -> Iterable[int]:
         if _is_sqlite(self.store):
@@ -538,6 +623,37 @@ def namespace_query(flt: PurgeFilter) -> Query:
     if flt.actions:
         terms.append(Term(Field.ACTION, flt.actions))
     return all_of(Query(tuple(terms), flt.start_date, flt.end_date))
+
+
+def _window_where(
+    tenant: str, flt: PurgeFilter, span: tuple[int, int], dates: tuple[int | None, int]
+) -> tuple[str, list[Any]]:
+    """The filter over ``events e`` for positions ``span`` (resource types and actions in SQL)."""
+    # Dates grow with seq, so the seq range already is the date range; the dates are checked too,
+    # behind a unary plus that keeps the planner off the (tenant, date) index (a scan of
+    # everything older, once per batch).
+    where = "e.tenant = ? AND e.seq >= ? AND e.seq < ? AND +e.date < ?"
+    params: list[Any] = [tenant, span[0], span[1], dates[1]]
+    if dates[0] is not None:
+        where += " AND +e.date >= ?"
+        params.append(dates[0])
+    for column, values in (("e.resource_type", flt.resources), ("e.action", flt.actions)):
+        if values:
+            where += f" AND {column} IN ({','.join('?' * len(values))})"
+            params += values
+    return where, params
+
+
+def _portable_details_sql(events_where: str) -> str:
+    return f"DELETE FROM details WHERE (tenant, seq) IN (SELECT e.tenant, e.seq FROM events e WHERE {events_where})"
+
+
+def _paced(size: int, elapsed: float, low: int, high: int) -> int:
+    """The next batch size, aiming each transaction at a few tens of milliseconds whatever the machine."""
+    if elapsed <= 0:
+        return size
+    scale = max(0.5, min(2.0, _TARGET_BATCH_SECONDS / elapsed))
+    return max(low, min(high, int(size * scale)))
 
 
 def _in_namespace(value: str | None, namespace: str) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import shutil
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from auditledger import Actor, AuditLog, ValidationError
+from auditledger import Actor, AuditLog, StoreError, ValidationError
 from auditledger.retention import Retention, purge_filter
 from auditledger.tree import Tree
 from tests.retention.conftest import TENANTS, Base
@@ -40,12 +42,48 @@ def test_representative_filter_combinations_remove_exactly_the_matching_events(
     _check_combos(base_ledger, tmp_path, [combos[0], combos[-1], combos[10], combos[21]])
 
 
-def _check_combos(base_ledger: Base, tmp_path: Path, combos: list[tuple[bool, ...]]) -> None:
+def test_representative_combinations_with_the_ordered_details_sweep(base_ledger: Base, tmp_path: Path) -> None:
+    """The large-purge path (details deleted in one ordered sweep after the events) purges exactly the same."""
+    combos = _combos()
+    _check_combos(base_ledger, tmp_path, [combos[0], combos[-1], combos[10], combos[21]], sweep_min=0)
+
+
+def test_representative_filter_combinations_on_postgresql(base_ledger: Base) -> None:
+    """The same brute-force comparison on PostgreSQL (details found through their seq index)."""
+    from auditledger.store.copy import copy_ledger
+    from tests.store.pg import pg_schema
+
+    combos = _combos()
+
+    @contextmanager
+    def on_postgres(_: int) -> Iterator[AuditLog]:
+        with pg_schema() as url, AuditLog.open(url) as log, AuditLog.open(f"sqlite:///{base_ledger.path}") as src:
+            copy_ledger(src.store, log.store)
+            yield log
+
+    _check_combos(base_ledger, None, [combos[0], combos[-1], combos[10], combos[21]], opener=on_postgres)
+
+
+def _check_combos(
+    base_ledger: Base,
+    tmp_path: Path | None,
+    combos: list[tuple[bool, ...]],
+    *,
+    sweep_min: int = 20_000,
+    opener: Callable[[int], AbstractContextManager[AuditLog]] | None = None,
+) -> None:
     now = base_ledger.now
-    for i, (start, ns, res, act, tenant) in enumerate(combos):
+
+    @contextmanager
+    def on_sqlite(i: int) -> Iterator[AuditLog]:
+        assert tmp_path is not None
         target = tmp_path / f"c{i}.db"
         shutil.copy(base_ledger.path, target)
         with AuditLog.open(f"sqlite:///{target}") as log:
+            yield log
+
+    for i, (start, ns, res, act, tenant) in enumerate(combos):
+        with (opener or on_sqlite)(i) as log:
             flt = purge_filter(
                 now - timedelta(days=20),
                 start_date=now - timedelta(days=70) if start else None,
@@ -60,7 +98,7 @@ def _check_combos(base_ledger: Base, tmp_path: Path, combos: list[tuple[bool, ..
                 if (flt.tenant is None or e.tenant == flt.tenant)
                 and flt.matches(e.date, e.resource_type, e.action, e.details)
             }
-            retention = Retention(log)
+            retention = Retention(log, sweep_min=sweep_min)
             dry = retention.purge(flt, dry_run=True, actor=ADMIN)
             assert dry.count == len(expected), (i, flt)
             result = retention.purge(flt, actor=ADMIN)
@@ -68,8 +106,19 @@ def _check_combos(base_ledger: Base, tmp_path: Path, combos: list[tuple[bool, ..
             assert len(expected) > 0 or ns  # the demo data makes most combinations non-empty
             left = _remaining(log)
             assert left == {e.id for e in base_ledger.events} - expected, (i, flt)
-            report = log.verify()
+            report = log.verify()  # also compares every surviving event's details rows with its body
             assert sum(report.purged.values()) == len(expected)
+            assert _orphan_details(log) == 0, (i, flt)
+            assert log.store.query("SELECT count(*) FROM leaves WHERE purged <> 0 AND purged <> 1") == [(0,)]
+
+
+def _orphan_details(log: AuditLog) -> int:
+    """Details rows whose event is gone: a purge must leave none."""
+    rows = log.store.query(
+        "SELECT count(*) FROM details d WHERE NOT EXISTS "
+        "(SELECT 1 FROM events e WHERE e.tenant = d.tenant AND e.seq = d.seq)"
+    )
+    return int(rows[0][0])
 
 
 def test_dry_run_changes_nothing(copy_ledger: AuditLog, base_ledger: Base) -> None:
@@ -110,15 +159,17 @@ def test_recent_events_survive_without_force(copy_ledger: AuditLog, base_ledger:
     copy_ledger.verify()
 
 
-def test_held_events_survive_until_released(copy_ledger: AuditLog, base_ledger: Base) -> None:
-    """A legal hold protects its matching events from a purge; after release they can be purged."""
-    retention = Retention(copy_ledger)
+@pytest.mark.parametrize("sweep_min", [20_000, 0])
+def test_held_events_survive_until_released(copy_ledger: AuditLog, base_ledger: Base, sweep_min: int) -> None:
+    """A legal hold protects its matching events (and their details) from a purge; after release they can go."""
+    retention = Retention(copy_ledger, sweep_min=sweep_min)
     hold = retention.create_hold("resource:SECRET", "litigation 2026-17", actor=ADMIN)
     secrets = {e.id for e in base_ledger.events if e.tenant == "main" and e.resource_type == "SECRET"}
     assert secrets
     result = retention.purge(purge_filter(base_ledger.now - timedelta(days=10)), actor=ADMIN)
     assert result.held > 0
     assert secrets <= _remaining(copy_ledger)
+    copy_ledger.verify()  # the held events' details rows are all there
     assert [h.id for h in retention.holds()] == [hold.id]
     retention.release_hold(hold.id, actor=ADMIN)
     assert retention.holds() == []
@@ -183,3 +234,47 @@ def test_a_large_purge_shrinks_the_database(copy_ledger: AuditLog, base_ledger: 
     assert result.bytes_after is not None and result.bytes_before is not None
     assert result.bytes_after < result.bytes_before
     assert after < before * 0.6
+
+
+def test_an_interrupted_purge_records_what_it_removed(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """A purge that fails part-way raises, yet its AUDITLOG/DELETE event records the batches it committed."""
+    path = copy_ledger.store.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    conn.execute(  # a store failure in the middle of the purge, at position 300 of tenant main
+        "CREATE TRIGGER fail_at_300 BEFORE DELETE ON events WHEN OLD.tenant = 'main' AND OLD.seq = 300 "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="disk on fire"):
+        Retention(copy_ledger, batch_size=100).purge(purge_filter(base_ledger.now - timedelta(days=8)), actor=ADMIN)
+    (event,) = list(copy_ledger.iter_search("resource:AUDITLOG action:DELETE"))
+    purged = copy_ledger.verify().purged["main"]
+    assert 100 <= purged <= 300  # the batches before the one holding position 300
+    assert event.details["count"] == str(purged)
+    assert event.details["interrupted"] == "true"
+    assert "disk on fire" in event.after["interrupted"]
+
+
+def test_the_next_large_purge_finishes_an_interrupted_details_sweep(copy_ledger: AuditLog, base_ledger: Base) -> None:
+    """Events purged before a failed details sweep keep no details rows once the next large purge has run."""
+    path = copy_ledger.store.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER fail_sweep BEFORE DELETE ON details BEGIN SELECT RAISE(ABORT, 'sweep cut short'); END"
+    )
+    conn.commit()
+    retention = Retention(copy_ledger, sweep_min=0)
+    flt = purge_filter(base_ledger.now - timedelta(days=30), tenant="main")
+    with pytest.raises(StoreError, match="sweep cut short"):
+        retention.purge(flt, actor=ADMIN)
+    assert _orphan_details(copy_ledger) > 0  # the events went, their details could not
+    copy_ledger.verify()  # their leaves say the details are still to be swept: not a tampering
+    conn.execute("DROP TRIGGER fail_sweep")
+    conn.commit()
+    conn.close()
+    again = retention.purge(flt, actor=ADMIN)
+    assert again.count == 0
+    assert _orphan_details(copy_ledger) == 0
+    assert copy_ledger.store.query("SELECT count(*) FROM leaves WHERE purged <> 0 AND purged <> 1") == [(0,)]
+    copy_ledger.verify()

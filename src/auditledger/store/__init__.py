@@ -56,6 +56,11 @@ class Cursor:
     seq: int
 
 
+# leaves.purged: 0 stored, 1 purged, DETAILS_PENDING purged while a large purge has still to sweep
+# away its details rows (see retention.py); verify accepts leftover details only there.
+DETAILS_PENDING = 2
+
+
 class LeafRow(NamedTuple):
     """One position of a tenant's ledger as verify reads it; ``row`` is None once purged or lost."""
 

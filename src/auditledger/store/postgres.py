@@ -314,6 +314,11 @@ class PostgresStore:
                     raise _fail(f"dropping partition {name}", self._shown, exc) from None
         return dropped
 
+    def purge_details_sql(self, events_where: str) -> str:
+        """The statement deleting the details rows of the events ``events_where`` selects (alias ``e``)."""
+        # details_tenant_seq serves the lookup; retention binds the same parameters as for events.
+        return f"DELETE FROM details WHERE (tenant, seq) IN (SELECT e.tenant, e.seq FROM events e WHERE {events_where})"
+
     def partitions(self) -> list[str]:
         rows = self._query(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from auditledger.errors import ConfigError, StoreError
 from auditledger.query import Field, Match, Query, Term
 from auditledger.store import (
+    DETAILS_PENDING,
     VERIFY_CHUNK,
     Cursor,
     Facets,
@@ -140,7 +141,8 @@ class SQLiteStore:
         self._synchronous = synchronous.upper()
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        # Reentrant so that purge_write can hold it across write()'s commit and its own pragma resets.
+        self._write_lock = threading.RLock()
         self._writer = self._connect()
         self._all: list[sqlite3.Connection] = [self._writer]
         self._migrate()
@@ -244,6 +246,59 @@ class SQLiteStore:
         """The writer connection inside ``BEGIN IMMEDIATE``, for dialect code such as purge."""
         with self.write() as txn:
             yield txn.conn
+
+    # ------------------------------------------------------------ purge (retention's hooks)
+
+    @contextmanager
+    def purge_write(self) -> Iterator[SQLiteWriteTxn]:
+        """One purge batch: a write transaction whose commit skips the fsync and the zeroing of freed pages.
+
+        No acknowledged write depends on that fsync: the purge's own AUDITLOG event and every
+        ingest commit after the batch sync the WAL, batch included. A machine that loses power
+        first simply has not purged that batch yet. ``secure_delete = FAST`` (Debian builds
+        default to ON) still zeroes deleted cells inside pages; whole freed pages keep their old
+        bytes until reused or cut off by the incremental vacuum that ends a large purge. Zeroing
+        them doubled the bytes a purge writes.
+        """
+        with self._write_lock:
+            conn = self._writer
+            (sync,) = conn.execute("PRAGMA synchronous").fetchone()
+            (secure,) = conn.execute("PRAGMA secure_delete").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA secure_delete = FAST")
+            try:
+                with self.write() as txn:
+                    yield txn
+            finally:
+                conn.execute(f"PRAGMA synchronous = {int(sync)}")
+                conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+
+    def purge_details_sql(self, events_where: str) -> str:
+        """The statement deleting the details rows of the events ``events_where`` selects (alias ``e``).
+
+        The details key is (tenant, key, value, seq) with no index on seq: the keys are read
+        from the hashed bodies, so every row is found by its whole primary key.
+        """
+        return (
+            "DELETE FROM details WHERE (tenant, key, value, seq) IN (SELECT e.tenant, j.key, j.value, e.seq "
+            f"FROM events e, json_each(CAST(e.body AS TEXT), '$.details') j WHERE {events_where})"
+        )
+
+    def sweep_purged_details(
+        self, txn: SQLiteWriteTxn, tenant: str, span: tuple[int, int], after: DetailsKey, rows: int
+    ) -> tuple[DetailsKey | None, int]:
+        """Delete the details rows of purged positions among the next ``rows`` rows of the key after ``after``.
+
+        ``span`` is (first, end): every position in [first, end) is known purged, and none
+        from end on is looked at; below first, rows go whose leaf is marked DETAILS_PENDING. Walking the table in key
+        order reads and rewrites each page once for the whole purge, where deleting a large
+        purge's details batch by batch rewrote pages scattered over the table every batch.
+        Returns where to resume (None at the end) and how many rows went.
+        """
+        upper = txn.query(_SWEEP_NEXT, [tenant, *after, max(0, rows - 1)])
+        end: DetailsKey = (upper[0][0], upper[0][1], upper[0][2]) if upper else (_MAX_CHAR, "", 0)
+        deleted = txn.execute(_SWEEP_DELETE, [tenant, *after, *end, span[1], span[0]])
+        return (end if upper else None), deleted
 
     # ------------------------------------------------------------ reading
 
@@ -560,6 +615,18 @@ class _Checkpointer:
                     return
         finally:
             conn.close()
+
+
+DetailsKey = tuple[str, str, int]  # a details primary key without its tenant: (key, value, seq)
+_SWEEP_NEXT = (
+    "SELECT key, value, seq FROM details WHERE tenant = ? AND (key, value, seq) > (?, ?, ?) "
+    "ORDER BY key, value, seq LIMIT 1 OFFSET ?"
+)
+_SWEEP_DELETE = (
+    "DELETE FROM details WHERE tenant = ? AND (key, value, seq) > (?, ?, ?) AND (key, value, seq) <= (?, ?, ?) "
+    "AND seq < ? AND (seq >= ? OR EXISTS (SELECT 1 FROM leaves l WHERE l.tenant = details.tenant "
+    f"AND l.seq = details.seq AND l.purged = {DETAILS_PENDING}))"
+)
 
 
 def _blob(value: object) -> bytes:
