@@ -53,3 +53,15 @@ def test_a_memory_store_has_no_checkpoint_thread() -> None:
     with AuditLog.open("memory://") as log:
         log.record_many(list(demo_events(10)))
         assert _checkpoint_threads() == []
+
+
+def test_the_writer_keeps_a_large_page_cache(tmp_path: Path) -> None:
+    """The writer's page cache holds a group commit's pages (SQLite's 2 MiB default re-read and spilled them)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        (kib,) = store._writer.execute("PRAGMA cache_size").fetchone()
+        assert kib <= -65_536  # negative: KiB
+        (reader_kib,) = store.reader().execute("PRAGMA cache_size").fetchone()
+        assert reader_kib == -2000  # readers keep SQLite's default
+    finally:
+        store.close()

@@ -83,6 +83,10 @@ _MAX_CHAR = "\U0010ffff"
 # inside one commit in every few.
 _WRITER_CHECKPOINT_PAGES = 16_384
 _CHECKPOINT_PAUSE = 0.2  # seconds between two background checkpoints while commits go on
+# The writer's page cache (KiB; pages are taken as used). A group commit of a few thousand
+# events touches thousands of details and index pages spread over the file: with SQLite's
+# default 2 MiB they were read again on every batch and spilled to the WAL before the commit.
+_WRITER_CACHE_KIB = 65_536
 
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:
@@ -147,6 +151,7 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = [self._writer]
         self._migrate()
         self._checkpointer: _Checkpointer | None = None
+        self._writer.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
         if not self._memory:
             self._writer.execute(f"PRAGMA wal_autocheckpoint = {_WRITER_CHECKPOINT_PAGES}")
             self._checkpointer = _Checkpointer(self._connect, self.url)
