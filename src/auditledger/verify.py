@@ -88,7 +88,8 @@ def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, 
     again) nor fork a possibly threaded server holding SQLite connections. The store URL
     (it may carry a password) goes through stdin, not the command line.
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")]))
+    paths = [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     try:
         workers = [
             subprocess.Popen(  # noqa: S603  (our own interpreter and a fixed command)
