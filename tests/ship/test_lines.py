@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,19 @@ def test_sqlite_falls_back_to_rows_when_the_aggregate_is_out_of_order(
     monkeypatch.setattr(sqlite_store, "pairwise", lambda seqs: [(1, 0)])  # every window looks unordered
     assert ledger.store.native_lines("main", 3, 33) == want
     assert want.seqs == list(range(3, 33))
+
+
+def test_sqlite_reads_row_by_row_a_window_over_its_largest_value(ledger: AuditLog) -> None:
+    """A window whose lines together pass SQLite's value limit still comes whole, read row by row."""
+    fill(ledger, 40)
+    want = ledger.store.native_lines("main", 0, 40)
+    assert len(want.data) > 8_000
+    conn = ledger.store.reader()  # this thread's connection, the one native_lines uses here
+    old = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 8_000)  # each line fits, the window does not
+    try:
+        assert ledger.store.native_lines("main", 0, 40) == want
+    finally:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old)
 
 
 def test_a_record_rebuilt_from_its_native_line(filled: tuple[AuditLog, list[str]]) -> None:

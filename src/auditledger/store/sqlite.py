@@ -517,15 +517,9 @@ class SQLiteStore:
         conn = self.reader()
         params = (tenant, start, end)
         try:
-            seq_text, data = conn.execute(
-                f"SELECT group_concat(seq), CAST(group_concat(line, '') AS BLOB) "
-                f"FROM (SELECT e.seq AS seq, {_NATIVE_LINE} AS line {_NATIVE_FROM})",
-                params,
-            ).fetchone()
-            seqs = list(map(int, seq_text.split(","))) if seq_text else []
-            if all(a < b for a, b in pairwise(seqs)):
-                return NativeLines(seqs, data or b"")
-            # SQLite before 3.44 does not promise an aggregate's order: then row by row.
+            lines = _native_aggregate(conn, params)
+            if lines is not None:
+                return lines
             rows = conn.execute(f"SELECT e.seq, CAST({_NATIVE_LINE} AS BLOB) {_NATIVE_FROM}", params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"read failed on {self.url}: {exc}") from None
@@ -632,6 +626,25 @@ _SWEEP_DELETE = (
     "AND seq < ? AND (seq >= ? OR EXISTS (SELECT 1 FROM leaves l WHERE l.tenant = details.tenant "
     f"AND l.seq = details.seq AND l.purged = {DETAILS_PENDING}))"
 )
+
+
+def _native_aggregate(conn: sqlite3.Connection, params: tuple[str, int, int]) -> NativeLines | None:
+    """A window's native lines as one aggregate, or None where SQLite cannot give them so.
+
+    That is when the window is over SQLite's largest value (1 GB by default: big
+    events in a big batch), or when the lines came out of seq order (SQLite
+    before 3.44 does not promise an aggregate's order). The caller reads row by row then.
+    """
+    try:
+        seq_text, data = conn.execute(
+            f"SELECT group_concat(seq), CAST(group_concat(line, '') AS BLOB) "
+            f"FROM (SELECT e.seq AS seq, {_NATIVE_LINE} AS line {_NATIVE_FROM})",
+            params,
+        ).fetchone()
+    except sqlite3.DataError:
+        return None
+    seqs = list(map(int, seq_text.split(","))) if seq_text else []
+    return NativeLines(seqs, data or b"") if all(a < b for a, b in pairwise(seqs)) else None
 
 
 def _blob(value: object) -> bytes:
