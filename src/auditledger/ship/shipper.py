@@ -5,8 +5,10 @@ failing destination holds up no other):
 
 1. its offset is the next ``seq`` to send; a first run starts at the first
    event dated ``lookbackPeriod`` before now;
-2. events are read in ``seq`` order (``store.search`` ascending, filtered by
-   ``resources`` and ``query``) up to the head seen when the run started;
+2. events are read in ``seq`` order up to the head seen when the run started:
+   by seq window when nothing filters them (as the store's ready-made native
+   lines for exporters that send those as they are, ``Store.native_lines``),
+   else ``store.search`` ascending, filtered by ``resources`` and ``query``;
 3. each batch is sent with retries and exponential backoff with jitter; when a
    destination accepts part of a batch only the rest is re-sent;
 4. the offset moves past the batch only once all of it was accepted.
