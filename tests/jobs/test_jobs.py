@@ -196,3 +196,37 @@ def test_a_shipper_whose_exporter_fails_ends_the_run_failed(ledger: AuditLog) ->
     run = jobs.run_now(job)
     assert run.status == "FAILED"
     assert run.error is not None and "hook" in run.error
+
+
+def test_runs_left_unfinished_by_a_dead_process_end_failed(ledger: AuditLog) -> None:
+    """A run whose process died (its runs lease expired) is marked FAILED, naming why, on the next tick."""
+    clock = Clock(datetime(2026, 1, 10, 1, 0, tzinfo=UTC))
+    dead = Jobs(ledger, holder="dead-proc", clock=clock)
+    live = Jobs(ledger, holder="live-proc", clock=clock, run_lease_seconds=3600)  # renewed well within the test
+    job, _ = dead.apply(KESTRA_EXAMPLE)
+    # What a process leaves when it is killed: one run claimed, one started, neither ended.
+    claimed = dead.start_run(job, "main")
+    started = dead.start_run(job, "main")
+    with ledger.store.write() as txn:
+        txn.execute("UPDATE job_runs SET status = 'RUNNING' WHERE id = ?", [started])
+    with live.alive():  # a run of a live process, older than a lease period too, must be left alone
+        running = live.start_run(job, "main")
+        clock.now += timedelta(minutes=5)
+        Scheduler(Jobs(ledger, holder="scheduler", clock=clock)).tick()
+    for run_id, was in ((claimed, "CREATED"), (started, "RUNNING")):
+        assert run_id is not None
+        run = dead.get_run(run_id)
+        assert run.status == "FAILED" and run.ended_at == clock.now
+        assert run.error is not None and "dead-proc" in run.error and f"was {was}" in run.error
+    assert running is not None and live.get_run(running).status == "CREATED"
+
+
+def test_a_fresh_run_is_not_taken_for_an_orphan(ledger: AuditLog) -> None:
+    """A run younger than one lease period is never failed, even before its process renewed anything."""
+    clock = Clock(datetime(2026, 1, 10, 1, 0, tzinfo=UTC))
+    jobs = Jobs(ledger, holder="slow-proc", clock=clock)
+    job, _ = jobs.apply(KESTRA_EXAMPLE)
+    run_id = jobs.start_run(job, "main")
+    clock.now += timedelta(seconds=10)
+    assert Jobs(ledger, holder="other", clock=clock).fail_orphaned_runs() == []
+    assert run_id is not None and jobs.get_run(run_id).status == "CREATED"

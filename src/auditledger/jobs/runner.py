@@ -9,9 +9,12 @@ and records status, start, end, outputs per task, and the error if any.
 
 from __future__ import annotations
 
+import logging
 import secrets as _secrets
+import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -27,6 +30,8 @@ from auditledger.model import Actor, check_tenant, from_micros, to_micros
 from auditledger.retention import DEFAULT_MIN_AGE, Retention, purge_filter
 
 MANUAL = ""  # trigger_id of a run started by hand
+RUNS_LEASE = "runs:"  # + holder: the lease a process renews while it has runs under way
+log = logging.getLogger("auditledger.jobs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ class Jobs:
         default_zone: tzinfo = UTC,
         holder: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        run_lease_seconds: float = 30.0,
     ) -> None:
         self.ledger = ledger
         self.store = ledger.store
@@ -86,6 +92,10 @@ class Jobs:
         self.default_zone = default_zone
         self.holder = holder or f"proc-{_secrets.token_hex(4)}"
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.run_lease_seconds = run_lease_seconds
+        self._alive_lock = threading.Lock()
+        self._alive_users = 0
+        self._heartbeat_stop = threading.Event()
 
     # ------------------------------------------------------------ definitions
 
@@ -220,14 +230,90 @@ class Jobs:
 
     def run_now(self, job: Job, *, tenant: str = DEFAULT_TENANT, actor: Actor | None = None) -> Run:
         """Run ``job`` at once (``jobs run ID``); ``trigger.*`` refer to now and the first schedule."""
-        run_id = self.start_run(job, tenant)
-        assert run_id is not None
-        return self.execute(run_id, job, tenant, trigger=job.triggers[0] if job.triggers else None, date=None)
+        with self.alive():
+            run_id = self.start_run(job, tenant)
+            assert run_id is not None
+            return self.execute(run_id, job, tenant, trigger=job.triggers[0] if job.triggers else None, date=None)
+
+    # ------------------------------------------------------------ runs of dead processes
+
+    @contextmanager
+    def alive(self) -> Iterator[None]:
+        """While the block runs, this process's runs lease is renewed on a thread: its runs are not orphans.
+
+        A process that dies mid-run stops renewing; once the lease has expired, the scheduler's
+        next tick (``fail_orphaned_runs``) ends its CREATED and RUNNING runs as FAILED.
+        """
+        with self._alive_lock:
+            self._alive_users += 1
+            if self._alive_users == 1:
+                self._renew_runs_lease()
+                self._heartbeat_stop = threading.Event()
+                threading.Thread(
+                    target=self._heartbeat, args=(self._heartbeat_stop,), name="auditledger-runs-lease", daemon=True
+                ).start()
+        try:
+            yield
+        finally:
+            with self._alive_lock:
+                self._alive_users -= 1
+                if self._alive_users == 0:
+                    self._heartbeat_stop.set()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.run_lease_seconds / 3):
+            try:
+                self._renew_runs_lease()
+            except Exception as exc:  # the store is down or closed: the lease may lapse, the runs go on
+                log.warning("cannot renew the runs lease of %s: %s", self.holder, exc)
+
+    def _renew_runs_lease(self) -> None:
+        until = to_micros(self.clock()) + int(self.run_lease_seconds * 1_000_000)
+        name = RUNS_LEASE + self.holder
+        with self.store.write() as txn:
+            txn.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [name, self.holder, until],
+            )
+            txn.execute("UPDATE leases SET expires_at = ? WHERE name = ?", [until, name])
+
+    def fail_orphaned_runs(self) -> list[str]:
+        """End as FAILED every CREATED or RUNNING run whose process's runs lease has expired; their ids."""
+        now = to_micros(self.clock())
+        grace = int(self.run_lease_seconds * 1_000_000)
+        failed: list[str] = []
+        with self.store.write() as txn:
+            # The prefix is a constant of this module, never input.
+            rows = txn.query(
+                "SELECT r.id, r.holder, r.status FROM job_runs r WHERE r.status IN ('CREATED', 'RUNNING') "
+                f"AND r.started_at < ? AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = '{RUNS_LEASE}' "
+                "|| r.holder AND l.expires_at >= ?)",
+                [now - grace, now],
+            )
+            for run_id, holder, status in rows:
+                error = (
+                    f"the process that ran it ({holder}) stopped while the run was {status}: its runs lease "
+                    "expired without the run ending; tasks may have done part of their work (a purge "
+                    "records what it removed in its AUDITLOG DELETE event)"
+                )
+                done = txn.execute(
+                    "UPDATE job_runs SET status = 'FAILED', ended_at = ?, error = ? WHERE id = ? AND status = ?",
+                    [now, error, run_id, status],
+                )
+                if done:
+                    failed.append(str(run_id))
+        return failed
 
     def execute(
         self, run_id: str, job: Job, tenant: str, *, trigger: Schedule | None, date: datetime | None
     ) -> Run:
         """Run the tasks of a claimed run and record how it went."""
+        with self.alive():
+            return self._execute(run_id, job, tenant, trigger=trigger, date=date)
+
+    def _execute(
+        self, run_id: str, job: Job, tenant: str, *, trigger: Schedule | None, date: datetime | None
+    ) -> Run:
         started = self.clock()
         self._update(run_id, status="RUNNING", started_at=started)
         moment = date or started

@@ -60,6 +60,7 @@ class Scheduler:
         self.grace = grace
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._orphans_checked = -float("inf")
 
     @property
     def holder(self) -> str:
@@ -85,17 +86,26 @@ class Scheduler:
             txn.execute("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?", [LEASE, self.holder])
 
     def tick(self) -> list[Run]:
-        """One pass: if this scheduler leads, claim every due run and execute it."""
+        """One pass: if this scheduler leads, fail the runs of dead processes, claim every due run and execute it."""
         if not self.acquire():
             return []
+        # Not every tick: the query reads every unfinished run; a lease period is soon enough.
+        if time.monotonic() - self._orphans_checked >= self.jobs.run_lease_seconds:
+            self._orphans_checked = time.monotonic()
+            for run_id in self.jobs.fail_orphaned_runs():
+                log.warning("run %s ended FAILED: the process running it stopped (its runs lease expired)", run_id)
         runs = []
-        for claim in self._claim():
-            try:
-                runs.append(
-                    self.jobs.execute(claim.run_id, claim.job, claim.tenant, trigger=claim.trigger, date=claim.date)
-                )
-            except AuditLedgerError as exc:  # recording failed (store down): say so, keep ticking
-                log.error("run %s of %s failed to record: %s", claim.run_id, claim.job.key, exc.diagnostics())
+        # Alive from before the claim: a claimed run waiting for its turn is not an orphan.
+        with self.jobs.alive():
+            for claim in self._claim():
+                try:
+                    runs.append(
+                        self.jobs.execute(
+                            claim.run_id, claim.job, claim.tenant, trigger=claim.trigger, date=claim.date
+                        )
+                    )
+                except AuditLedgerError as exc:  # recording failed (store down): say so, keep ticking
+                    log.error("run %s of %s failed to record: %s", claim.run_id, claim.job.key, exc.diagnostics())
         return runs
 
     def _claim(self) -> list[_Claim]:
