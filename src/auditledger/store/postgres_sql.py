@@ -172,12 +172,17 @@ def _details_in(
     newest-first scan fills after a few probes. The planner's own estimate is not to be relied
     on: it takes a namespace (a range) or a free word (ORed with actor columns) for rare and
     hashes every match, once per monthly partition (seconds at 1M events). So the matches are
-    counted first, up to ``dense_at``. Rare ones are collected: a ``joinable`` term (ANDed with
-    the whole query) as a semi-join; a free word once, in a materialised CTE.
+    counted first, up to ``dense_at`` (not for an exact value ANDed with the query, which the
+    planner does estimate). Rare ones are collected: a ``joinable`` term (ANDed with the whole
+    query) as a semi-join; a free word once, in a materialised CTE.
     """
     if ctx.tenant is None:
         return f"(e.tenant, e.seq) IN (SELECT d.tenant, d.seq FROM details d WHERE {cond})", params
     collect = f"SELECT d.seq FROM details d WHERE d.tenant = %s AND {cond}"
+    if joinable and match is Match.EXACT:
+        # An exact value ANDed with the query: a semi-join whose value statistics PostgreSQL
+        # does estimate well (it probes per row when frequent), so no count is needed.
+        return f"e.seq IN ({collect})", [ctx.tenant, *params]
     # Only an index range is cheap to count; *x* and *x are left to the planner.
     counted = ctx.dense is not None and match not in (Match.CONTAINS, Match.SUFFIX)
     frequent = counted and ctx.dense is not None and ctx.dense(cond, params)
