@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import random
 import statistics
 import tempfile
@@ -260,6 +261,7 @@ def main() -> None:
     args.stores = [s.strip() for s in args.stores.split(",")]
     if args.ingest_events is None:
         args.ingest_events = min(args.events, 100_000)
+    load_before = os.getloadavg()[0]
     rates = measure_ingest(args) if args.ingest_events > 0 else {}
     results = {}
     if "sqlite" in args.stores:
@@ -267,7 +269,8 @@ def main() -> None:
     if "postgres" in args.stores:
         results["postgres"] = search_postgres(args)
     print(f"search events: {args.events:,}, ingest events: {args.ingest_events:,}, batch: {args.batch}, "
-          f"queries per class: {args.queries}, days: {args.days}")
+          f"queries per class: {args.queries}, days: {args.days}; "
+          f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     for name, rate in rates.items():
         print(f"ingest {name:<18} {rate:>8,.0f} events/s")
     if "postgres raw COPY" in rates and "postgres" in rates:
