@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from auditledger import Actor, AuditLog, Query
 from auditledger.client import AsyncClient, Client
-from auditledger.errors import AuthError, ValidationError
+from auditledger.errors import AuthError, StoreError, ValidationError
 from auditledger.server import create_app
 from auditledger.server.writer import Overloaded, Writer
 from auditledger.settings import Settings
@@ -143,3 +145,181 @@ def test_async_client(server: Server) -> None:
 
     total, one = asyncio.run(main())
     assert total == 5 and one["actor"]["id"] == "b"
+
+
+class Slow(httpx.HTTPTransport):
+    """Delivers each request after ``delay`` seconds and counts them, as a busy server would answer."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.sent = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        time.sleep(self.delay)
+        return super().handle_request(request)
+
+
+class Down(httpx.HTTPTransport):
+    """Refuses connections while ``down`` is set, then delivers: a server that is restarting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            self.refused += 1
+            raise httpx.ConnectError("connection refused", request=request)
+        return super().handle_request(request)
+
+
+def wait_for(condition: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_background_sends_one_batch_per_linger(server: Server) -> None:
+    """Events arriving while a batch is in flight wait for the next linger: one request per interval, not per event."""
+    transport = Slow(0.05)
+    client = Client(server.url, server.tokens["ingest@*"], tenant="linger", flush_interval=0.5, transport=transport)
+    try:
+        start = time.monotonic()
+        for i in range(150):  # one event every 10 ms for 1.5 s, a busy application's rate
+            client.record("FLOW", "UPDATE", Actor.user("anna"), details={"i": str(i)})
+            time.sleep(0.01)
+        assert wait_for(lambda: server.count("linger") == 150)
+        elapsed = time.monotonic() - start
+    finally:
+        client.close()
+    # A sender chasing new arrivals sends about every 0.05 s here (the answer's delay).
+    assert transport.sent <= elapsed / 0.5 + 2, f"{transport.sent} requests for 150 events in {elapsed:.2f} s"
+
+
+def test_full_batch_goes_without_waiting(server: Server) -> None:
+    """batch_size events are sent at once, long before flush_interval."""
+    with Client(server.url, server.tokens["ingest@*"], tenant="fullbatch", batch_size=10, flush_interval=60) as client:
+        for i in range(10):
+            client.record("FLOW", "UPDATE", Actor.user("anna"), details={"i": str(i)})
+        assert wait_for(lambda: server.count("fullbatch") == 10)
+
+
+def test_sender_survives_a_flush_that_empties_the_queue(server: Server) -> None:
+    """After an explicit flush() emptied the queue mid-linger, later events are still sent in the background."""
+    client = Client(server.url, server.tokens["ingest@*"], tenant="afterflush", flush_interval=0.1)
+    try:
+        client.record("FLOW", "READ", Actor.user("anna"))
+        client.flush()
+        time.sleep(0.2)  # the sender's linger ends on an empty queue
+        client.record("FLOW", "READ", Actor.user("anna"))
+        assert wait_for(lambda: server.count("afterflush") == 2)
+    finally:
+        client.close()
+
+
+def test_server_down_keeps_events_and_retries(server: Server) -> None:
+    """While the server is unreachable events stay queued and errors are kept; once it is back all arrive, once."""
+    transport = Down()
+    client = Client(
+        server.url, server.tokens["ingest@*"], tenant="outage", flush_interval=0.05,
+        max_retries=0, backoff=0.01, max_backoff=0.05, transport=transport,
+    )
+    try:
+        for i in range(5):
+            client.record("FLOW", "UPDATE", Actor.user("anna"), details={"i": str(i)})
+        assert wait_for(lambda: len(client.errors) >= 2)
+        assert client.pending == 5 and server.count("outage") == 0
+        assert "cannot reach the server" in str(client.errors[-1])
+        transport.down = False
+        assert wait_for(lambda: client.pending == 0)
+    finally:
+        client.close()
+    assert server.count("outage") == 5
+
+
+def test_bounded_queue_refuses_instead_of_growing(server: Server) -> None:
+    """With the server unreachable, record() raises StoreError once max_queue events wait; nothing is dropped."""
+    transport = Down()
+    client = Client(
+        server.url, server.tokens["ingest@*"], tenant="bounded", batch_size=2, flush_interval=60,
+        max_queue=4, max_retries=0, backoff=0.01, transport=transport,
+    )
+    for i in range(4):
+        client.record("FLOW", "UPDATE", Actor.user("anna"), details={"i": str(i)})
+    with pytest.raises(StoreError, match="queue is full"):
+        client.record("FLOW", "UPDATE", Actor.user("anna"))
+    assert client.pending == 4
+    transport.down = False
+    client.close()
+    assert server.count("bounded") == 4
+
+
+def test_close_reports_what_it_could_not_deliver(server: Server) -> None:
+    """close() with the server unreachable raises StoreError and pending counts the undelivered events."""
+    transport = Down()
+    client = Client(
+        server.url, server.tokens["ingest@*"], tenant="lost", flush_interval=60,
+        max_retries=1, backoff=0.01, transport=transport,
+    )
+    client.record("FLOW", "DELETE", Actor.user("anna"))
+    client.record("FLOW", "DELETE", Actor.user("anna"))
+    with pytest.raises(StoreError, match="cannot reach the server"):
+        client.close()
+    assert client.pending == 2 and server.count("lost") == 0
+    with pytest.raises(StoreError, match="closed"):
+        client.record("FLOW", "DELETE", Actor.user("anna"))
+
+
+def test_record_validates_at_the_call_site(server: Server) -> None:
+    """A bad event raises ValidationError naming the field in record(); queue_many queues all of a batch or none."""
+    with Client(server.url, server.tokens["ingest@*"], tenant="invalid", flush_interval=60) as client:
+        with pytest.raises(ValidationError) as info:
+            client.record("flow", "UPDATE", Actor.user("anna"))
+        assert info.value.field == "resource_type"
+        with pytest.raises(ValidationError) as info:
+            client.queue_many([EVENT, {**EVENT, "details": {"1bad": "x"}}])
+        assert info.value.field == "details"
+        with pytest.raises(ValidationError, match="set by the server"):
+            client.queue_many([{**EVENT, "source": {"token": "t"}}])
+        assert client.pending == 0
+    assert server.count("invalid") == 0
+
+
+def test_exit_flushes_an_unclosed_client(server: Server) -> None:
+    """A process that queues events and exits without close() still delivers them (atexit hook)."""
+    script = (
+        "import sys\n"
+        "from auditledger import Actor\n"
+        "from auditledger.client import Client\n"
+        "client = Client(sys.argv[1], sys.argv[2], tenant='atexit', flush_interval=60)\n"
+        "for i in range(3):\n"
+        "    client.record('FLOW', 'UPDATE', Actor.user('anna'), details={'i': str(i)})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, server.url, server.tokens["ingest@*"]], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert server.count("atexit") == 3
+
+
+def test_async_background_sends_after_the_linger(server: Server) -> None:
+    """AsyncClient's sender sends queued events after flush_interval, without an explicit flush."""
+
+    async def main() -> int:
+        async with AsyncClient(server.url, server.tokens["ingest@*"], tenant="async-linger", flush_interval=0.05) as c:
+            for i in range(3):
+                c.record("FLOW", "UPDATE", Actor.user("anna"), details={"i": str(i)})
+            for _ in range(500):
+                if c.pending == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return c.pending
+
+    assert asyncio.run(main()) == 0
+    assert server.count("async-linger") == 3

@@ -4,34 +4,67 @@
     with Client("http://127.0.0.1:8080", token="alt_...") as client:
         client.record("FLOW", "UPDATE", Actor.user("anna@acme.io"), details={"namespace": "company.team"})
 
-``record`` only queues: a background flush (a thread for :class:`Client`, a
-task for :class:`AsyncClient`) sends batches of ``batch_size`` events every
-``flush_interval`` seconds, and ``flush()``/``close()`` send what is left.
-``record_many`` sends at once and returns the receipts. Every event gets an
-``idempotency_key`` (a random UUID unless the caller gives one), so a batch
-that is retried after a lost answer is stored once: the server answers the
-known keys with their first id and seq. Requests are retried on 429, 503 and
-connection errors with exponential backoff, honouring ``Retry-After``.
+``record`` validates the event (a bad one raises :class:`ValidationError`
+at the call site) and queues it; ``record_many`` sends at once and returns
+the receipts. Every event gets an ``idempotency_key`` (a random UUID unless
+the caller gives one), so a batch that is retried after a lost answer is
+stored once: the server answers the known keys with their first id and seq.
+Requests are retried on 429, 502-504 and connection errors with exponential
+backoff, honouring ``Retry-After``.
+
+The background sender (a thread for :class:`Client`, a task for
+:class:`AsyncClient`) sleeps until an event is queued, then lingers until
+``batch_size`` events are queued or ``flush_interval`` seconds have passed
+since the oldest one, and sends what is queued at that moment. It does not
+chase events that arrive while a batch is in flight: they wait for the next
+linger. On a busy application that means one request per ``flush_interval``
+rather than one per event, which is what keeps the sender's CPU (httpx,
+JSON) and the server's commits away from the application's requests.
+
+Delivery: events leave the queue only once the server has stored them. A
+batch that fails after the retries stays at the head of the queue, the error
+is kept in ``errors`` and the sender tries again after a backoff. The queue
+is bounded (``max_queue``): when the server has been unreachable that long,
+``record`` raises :class:`StoreError` instead of growing without limit.
+``flush()`` sends what is queued and raises if it cannot; ``close()`` flushes
+and stops the sender. A :class:`Client` still open at interpreter exit is
+flushed by an ``atexit`` hook; a killed process loses what it had queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import itertools
+import logging
 import random
 import threading
 import time
 import uuid
+import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 
-from auditledger.errors import AuditLedgerError, AuthError, ConflictError, NotFoundError, StoreError, ValidationError
-from auditledger.model import Actor, format_date
+from auditledger.errors import (
+    AuditLedgerError,
+    AuthError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
+from auditledger.model import Actor, EventInput, event_input, format_date
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
+_JSON = {"content-type": "application/json"}
+_KEEP_ERRORS = 100  # the newest background failures kept in ``errors``
 
 
 def event_dict(
@@ -71,6 +104,121 @@ def _keyed(event: Mapping[str, Any]) -> dict[str, Any]:
         out["actor"] = out["actor"].to_dict()
     out.setdefault("idempotency_key", str(uuid.uuid4()))
     return out
+
+
+def _wire(raw: Mapping[str, Any] | EventInput) -> dict[str, Any]:
+    """Validate one event here, where the caller can see the error, and shape it for the ingest route."""
+    event = event_input(raw)
+    if event.source is not None:
+        raise ValidationError("source", "is set by the server (token and source IP)")
+    out: dict[str, Any] = {
+        "resource_type": event.resource_type,
+        "action": event.action,
+        "actor": event.actor.to_dict(),
+        "outcome": event.outcome.value,
+        "idempotency_key": event.idempotency_key or str(uuid.uuid4()),
+    }
+    if event.details:
+        out["details"] = dict(event.details)
+    if event.before is not None:
+        out["before"] = event.before
+    if event.after is not None:
+        out["after"] = event.after
+    if event.occurred_at is not None:
+        out["occurred_at"] = format_date(event.occurred_at)
+    return out
+
+
+def _body(events: list[dict[str, Any]]) -> bytes:
+    """The ingest body, encoded by orjson (several times faster than the json module httpx uses)."""
+    return orjson.dumps({"events": events}, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _receipts(response: httpx.Response) -> list[dict[str, Any]]:
+    """The receipts of an ingest answer; anything else (a proxy's page) is a StoreError, not a dead sender."""
+    try:
+        receipts = response.json()["receipts"]
+    except (ValueError, KeyError, TypeError):
+        raise StoreError(f"the server's answer ({response.status_code}) holds no receipts") from None
+    if not isinstance(receipts, list):
+        raise StoreError(f"the server's answer ({response.status_code}) holds no receipts")
+    return receipts
+
+
+class _Queue:
+    """Events waiting for a client's background sender, oldest first, bounded (both clients use it)."""
+
+    def __init__(self, batch_size: int, flush_interval: float, max_queue: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if flush_interval < 0:
+            raise ConfigError(f"flush_interval must not be negative, got {flush_interval}")
+        if max_queue < batch_size:
+            raise ConfigError(f"max_queue ({max_queue}) must be at least batch_size ({batch_size})")
+        self.events: deque[tuple[str, dict[str, Any]]] = deque()
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max_queue
+        self.oldest = 0.0  # monotonic time the linger of the queued events started
+
+    def admit(self, tenant: str, batch: list[dict[str, Any]], errors: list[AuditLedgerError]) -> bool:
+        """Append a validated batch, or refuse it when the queue is full; whether the sender should wake."""
+        waiting = len(self.events)
+        if waiting + len(batch) > self.max_queue:
+            last = f"; last error: {errors[-1]}" if errors else ""
+            raise StoreError(
+                f"the client's queue is full ({waiting} events, max_queue={self.max_queue}): "
+                f"the server is not taking them{last}"
+            )
+        self.events.extend((tenant, event) for event in batch)
+        if waiting == 0:
+            self.oldest = time.monotonic()
+            return True  # the linger starts now
+        return waiting < self.batch_size <= len(self.events)  # a full batch goes at once
+
+    def due_in(self) -> float | None:
+        """Seconds until the queued events are due (0 or less: now); None when nothing is queued."""
+        if not self.events:
+            return None
+        if len(self.events) >= self.batch_size:
+            return 0.0
+        return self.oldest + self.flush_interval - time.monotonic()
+
+    def head(self, limit: int) -> tuple[str, list[dict[str, Any]]]:
+        """The first run of one tenant's events, at most ``limit`` of them (they stay queued)."""
+        tenant = self.events[0][0]
+        batch = []
+        for owner, event in itertools.islice(self.events, min(limit, self.batch_size)):
+            if owner != tenant:
+                break
+            batch.append(event)
+        return tenant, batch
+
+    def drop(self, count: int) -> None:
+        """Forget the ``count`` oldest events, now stored; what came in meanwhile waits for its own linger."""
+        for _ in range(count):
+            self.events.popleft()
+        if self.events:
+            self.oldest = time.monotonic()
+
+
+def _keep(errors: list[AuditLedgerError], exc: AuditLedgerError) -> None:
+    errors.append(exc)
+    del errors[:-_KEEP_ERRORS]
+
+
+_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_log = logging.getLogger("auditledger.client")
+
+
+@atexit.register
+def _close_open_clients() -> None:
+    """At a normal interpreter exit, send what clients nobody closed still hold."""
+    for client in list(_open_clients):
+        try:
+            client.close()
+        except AuditLedgerError as exc:
+            _log.error("auditledger client: %d queued events not delivered at exit: %s", client.pending, exc)
 
 
 def _error(response: httpx.Response) -> AuditLedgerError:
@@ -120,7 +268,7 @@ def _params(
 
 
 class Client:
-    """A synchronous client with a background flush thread."""
+    """A synchronous client with a background sender thread (see the module docstring)."""
 
     def __init__(
         self,
@@ -130,25 +278,26 @@ class Client:
         tenant: str = "main",
         batch_size: int = 500,
         flush_interval: float = 1.0,
+        max_queue: int = 100_000,
         max_retries: int = 5,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self._queue = _Queue(batch_size, flush_interval, max_queue)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
         self.tenant = tenant
         self.batch_size = batch_size
-        self.flush_interval = flush_interval
         self._policy = _Policy(max_retries, backoff, max_backoff)
-        self._buffer: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the queue: request threads append, the sender takes
+        self._ready = threading.Condition(self._lock)  # the sender sleeps on it
+        self._sending = threading.Lock()  # one sender at a time: the background thread or flush()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.errors: list[AuditLedgerError] = []  # failures of background flushes, newest last
+        self.errors: list[AuditLedgerError] = []  # failures of background sends, newest last
+        _open_clients.add(self)
 
     # ------------------------------------------------------------ HTTP
 
@@ -175,19 +324,26 @@ class Client:
 
     def record(self, resource_type: str, action: str, actor: Actor | Mapping[str, Any], *,
                tenant: str | None = None, **fields: Any) -> str:
-        """Queue one event for the background flush; returns its idempotency key."""
-        event = event_dict(resource_type, action, actor, **fields)
+        """Validate one event and queue it for the background sender; returns its idempotency key."""
+        return self.queue_many([event_dict(resource_type, action, actor, **fields)], tenant=tenant)[0]
+
+    def queue_many(self, events: Iterable[Mapping[str, Any] | EventInput], *, tenant: str | None = None) -> list[str]:
+        """Validate events and queue them together (all or none); returns their idempotency keys."""
+        batch = [_wire(e) for e in events]
         with self._lock:
             if self._closed:
                 raise StoreError("the client is closed")
-            self._buffer.append((tenant or self.tenant, event))
-            full = len(self._buffer) >= self.batch_size
+            if self._queue.admit(tenant or self.tenant, batch, self.errors):
+                self._ready.notify()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._flusher, name="auditledger-client-flush", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="auditledger-client-send", daemon=True)
                 self._thread.start()
-        if full:
-            self._wake.set()
-        return str(event["idempotency_key"])
+        return [str(e["idempotency_key"]) for e in batch]
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet stored by the server."""
+        return len(self._queue.events)
 
     def record_many(self, events: Iterable[Mapping[str, Any]], *, tenant: str | None = None) -> list[dict[str, Any]]:
         """Send events now (in batches of ``batch_size``) and return their receipts."""
@@ -198,36 +354,59 @@ class Client:
         return receipts
 
     def _send(self, tenant: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        response = self._request("POST", f"/api/v1/{tenant}/auditlogs", json={"events": events})
-        receipts: list[dict[str, Any]] = response.json()["receipts"]
-        return receipts
+        response = self._request("POST", f"/api/v1/{tenant}/auditlogs", content=_body(events), headers=_JSON)
+        return _receipts(response)
 
     def flush(self) -> None:
-        """Send everything queued now; raises the error if a batch cannot be sent (it stays queued)."""
-        with self._send_lock:
-            while True:
-                with self._lock:
-                    if not self._buffer:
-                        return
-                    tenant = self._buffer[0][0]
-                    take = [e for t, e in self._buffer[: self.batch_size] if t == tenant]
-                    take = take[: self.batch_size]
-                self._send(tenant, take)  # on failure the batch stays queued for the next flush
-                with self._lock:
-                    sent = {id(e) for e in take}
-                    self._buffer = [(t, e) for t, e in self._buffer if id(e) not in sent]
+        """Send what is queued now; raises the error if a batch cannot be sent (it stays queued)."""
+        self._send_queued(self.pending)
 
-    def _flusher(self) -> None:
+    def _send_queued(self, limit: int) -> None:
+        """Send up to ``limit`` events from the head of the queue; each batch leaves it once stored."""
+        with self._sending:
+            while limit > 0:
+                with self._lock:
+                    if not self._queue.events:
+                        return
+                    tenant, batch = self._queue.head(limit)
+                self._send(tenant, batch)
+                with self._lock:
+                    self._queue.drop(len(batch))
+                limit -= len(batch)
+
+    def _run(self) -> None:
+        failures = 0
         while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except AuditLedgerError as exc:
-                self.errors.append(exc)
             with self._lock:
-                if self._closed and not self._buffer:
-                    return
+                count = self._due()
+            if count is None:
+                return  # closed: close() sends the rest on its own thread
+            try:
+                self._send_queued(count)
+                failures = 0
+            except AuditLedgerError as exc:
+                failures += 1
+                _keep(self.errors, exc)
+                self._pause(self._policy.delay(min(failures, 16), None))
+
+    def _due(self) -> int | None:
+        """Under the lock: sleep until a batch is full or lingered long enough; its size (None once closed).
+
+        A ``flush()`` may empty the queue meanwhile: then sleep again.
+        """
+        while not self._closed:
+            left = self._queue.due_in()
+            if left is not None and left <= 0:
+                return self.pending
+            self._ready.wait(left)
+        return None
+
+    def _pause(self, seconds: float) -> None:
+        """Back off after a failed send; close() ends the pause."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(left)
 
     # ------------------------------------------------------------ reading
 
@@ -246,16 +425,21 @@ class Client:
         return answer
 
     def close(self) -> None:
-        """Flush what is queued, stop the background thread and close the connection pool."""
+        """Send what is queued, stop the background sender and close the connection pool.
+
+        Raises the send's error if the rest cannot be delivered after the retries;
+        ``pending`` then says how many events were not.
+        """
         with self._lock:
             self._closed = True
-        self._wake.set()
+            self._ready.notify_all()
         try:
             self.flush()
         finally:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._http.close()
+            _open_clients.discard(self)
 
     def __enter__(self) -> Client:
         return self
@@ -265,7 +449,7 @@ class Client:
 
 
 class AsyncClient:
-    """An asyncio client; the background flush is a task started by the first ``record``."""
+    """An asyncio client; the background sender is a task started by the first ``record``."""
 
     def __init__(
         self,
@@ -275,20 +459,21 @@ class AsyncClient:
         tenant: str = "main",
         batch_size: int = 500,
         flush_interval: float = 1.0,
+        max_queue: int = 100_000,
         max_retries: int = 5,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._queue = _Queue(batch_size, flush_interval, max_queue)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
         self.tenant = tenant
         self.batch_size = batch_size
-        self.flush_interval = flush_interval
         self._policy = _Policy(max_retries, backoff, max_backoff)
-        self._buffer: list[tuple[str, dict[str, Any]]] = []
-        self._send_lock = asyncio.Lock()
+        self._wake = asyncio.Event()  # the sender sleeps on it
+        self._sending = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.errors: list[AuditLedgerError] = []
@@ -314,14 +499,24 @@ class AsyncClient:
 
     def record(self, resource_type: str, action: str, actor: Actor | Mapping[str, Any], *,
                tenant: str | None = None, **fields: Any) -> str:
-        """Queue one event for the background flush; returns its idempotency key."""
+        """Validate one event and queue it for the background sender; returns its idempotency key."""
+        return self.queue_many([event_dict(resource_type, action, actor, **fields)], tenant=tenant)[0]
+
+    def queue_many(self, events: Iterable[Mapping[str, Any] | EventInput], *, tenant: str | None = None) -> list[str]:
+        """Validate events and queue them together (all or none); returns their idempotency keys."""
         if self._closed:
             raise StoreError("the client is closed")
-        event = event_dict(resource_type, action, actor, **fields)
-        self._buffer.append((tenant or self.tenant, event))
+        batch = [_wire(e) for e in events]
+        if self._queue.admit(tenant or self.tenant, batch, self.errors):
+            self._wake.set()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flusher())
-        return str(event["idempotency_key"])
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return [str(e["idempotency_key"]) for e in batch]
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet stored by the server."""
+        return len(self._queue.events)
 
     async def record_many(
         self, events: Iterable[Mapping[str, Any]], *, tenant: str | None = None
@@ -333,26 +528,39 @@ class AsyncClient:
         return receipts
 
     async def _send(self, tenant: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        response = await self._request("POST", f"/api/v1/{tenant}/auditlogs", json={"events": events})
-        receipts: list[dict[str, Any]] = response.json()["receipts"]
-        return receipts
+        response = await self._request("POST", f"/api/v1/{tenant}/auditlogs", content=_body(events), headers=_JSON)
+        return _receipts(response)
 
     async def flush(self) -> None:
-        async with self._send_lock:
-            while self._buffer:
-                tenant = self._buffer[0][0]
-                take = [e for t, e in self._buffer[: self.batch_size] if t == tenant]
-                await self._send(tenant, take)
-                sent = {id(e) for e in take}
-                self._buffer = [(t, e) for t, e in self._buffer if id(e) not in sent]
+        """Send what is queued now; raises the error if a batch cannot be sent (it stays queued)."""
+        await self._send_queued(self.pending)
 
-    async def _flusher(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.flush_interval if len(self._buffer) < self.batch_size else 0)
+    async def _send_queued(self, limit: int) -> None:
+        async with self._sending:
+            while limit > 0 and self._queue.events:
+                tenant, batch = self._queue.head(limit)
+                await self._send(tenant, batch)
+                self._queue.drop(len(batch))
+                limit -= len(batch)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._due()
             try:
-                await self.flush()
+                await self._send_queued(self.pending)
+                failures = 0
             except AuditLedgerError as exc:
-                self.errors.append(exc)
+                failures += 1
+                _keep(self.errors, exc)
+                await asyncio.sleep(self._policy.delay(min(failures, 16), None))
+
+    async def _due(self) -> None:
+        """Sleep until a batch is full or lingered long enough (close() cancels the task)."""
+        while (left := self._queue.due_in()) is None or left > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
 
     async def search(self, q: str | None = None, *, tenant: str | None = None, size: int = 50, page: int = 1,
                      cursor: str | None = None, params: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -368,6 +576,11 @@ class AsyncClient:
         return answer
 
     async def close(self) -> None:
+        """Stop the background sender, send what is queued and close the connection pool.
+
+        A batch in flight when the sender is cancelled stays queued and is sent
+        again here; its idempotency keys store it once.
+        """
         self._closed = True
         if self._task is not None:
             self._task.cancel()

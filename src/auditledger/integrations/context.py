@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from auditledger.errors import ConfigError
-from auditledger.model import Actor, event_input
+from auditledger.model import Actor
 
 DEFAULT_TENANT = "main"
 REQUEST_ID_DETAIL = "requestId"
@@ -37,28 +37,23 @@ class Sink(Protocol):
 
 
 class Queued:
-    """A sink that hands events to a client's background batching (``Client.record``) instead of waiting.
+    """A sink that hands events to a client's background sender instead of waiting for the server.
 
-    ``Client.record_many`` sends at once and waits for the server; this adapter
-    queues each event with ``Client.record`` so the request does not wait for
-    the network. Events are validated here first, so that a bad one fails at
-    the call site and not later in the flush thread.
+    ``Client.record_many`` sends at once and waits for the receipts; this adapter
+    calls ``Client.queue_many``, which validates the batch here (a bad event
+    fails at the call site, and then none of the batch is queued) and queues it
+    for the client's background sender, so the request does not wait for the
+    network. Returns the events' idempotency keys.
     """
 
     def __init__(self, client: Any) -> None:
-        if not callable(getattr(client, "record", None)):
-            raise ConfigError(f"{type(client).__name__} has no record() method to queue events with")
+        if not callable(getattr(client, "queue_many", None)):
+            raise ConfigError(f"{type(client).__name__} has no queue_many() method to queue events with")
         self.client = client
 
     def record_many(self, events: Sequence[Mapping[str, Any]], *, tenant: str = DEFAULT_TENANT) -> list[str]:
-        valid = [event_input(e) for e in events]
-        return [
-            self.client.record(
-                e.resource_type, e.action, e.actor, tenant=tenant, details=dict(e.details),
-                before=e.before, after=e.after, outcome=str(e.outcome),
-            )
-            for e in valid
-        ]
+        keys: list[str] = self.client.queue_many(events, tenant=tenant)
+        return keys
 
 
 @dataclass(slots=True)
@@ -82,11 +77,11 @@ class AuditScope:
         if self.actor is None:
             return None
         actor = self.actor
-        if actor.ip is None and self.ip is not None:
-            actor = replace(actor, ip=self.ip)
-        if actor.user_agent is None and self.user_agent is not None:
-            actor = replace(actor, user_agent=self.user_agent)
-        return actor
+        ip = self.ip if actor.ip is None else actor.ip
+        agent = self.user_agent if actor.user_agent is None else actor.user_agent
+        if ip is actor.ip and agent is actor.user_agent:
+            return actor
+        return replace(actor, ip=ip, user_agent=agent)
 
 
 _scope: ContextVar[AuditScope | None] = ContextVar("auditledger_scope", default=None)

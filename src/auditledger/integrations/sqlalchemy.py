@@ -162,8 +162,16 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-def _columns(obj: object, spec: ModelSpec) -> list[str]:
-    return [k for k in inspect(type(obj)).column_attrs.keys() if k not in spec.ignore]  # noqa: SIM118
+_COLUMNS: dict[type, tuple[str, ...]] = {}
+
+
+def _columns(obj: object, spec: ModelSpec) -> tuple[str, ...]:
+    """The audited columns of ``obj``'s class, computed once per class (every flush asks)."""
+    cls = type(obj)
+    found = _COLUMNS.get(cls)
+    if found is None:
+        found = _COLUMNS[cls] = tuple(k for k in inspect(cls).column_attrs.keys() if k not in spec.ignore)  # noqa: SIM118
+    return found
 
 
 def _snapshot(obj: object, spec: ModelSpec) -> dict[str, Any]:
@@ -274,16 +282,19 @@ class SQLAlchemyAuditor:
                 pending.append(_Pending(txn, self._event(spec, "DELETE", _details(obj, spec, values), before, None)))
 
     def _update(self, obj: object, spec: ModelSpec, txn: SessionTransaction | None, pending: list[_Pending]) -> None:
+        state = attributes.instance_state(obj)
+        columns = _columns(obj, spec)
         old: dict[str, Any] = {}
         new: dict[str, Any] = {}
-        for key in _columns(obj, spec):
-            history = attributes.get_history(obj, key)
+        for key in columns:
+            history = attributes.get_state_history(state, key)
             if history.has_changes():
                 old[key] = history.deleted[0] if history.deleted else None
                 new[key] = history.added[0] if history.added else None
         if not new:
             return  # only relationships or ignored columns changed
-        current = {key: inspect(obj).dict.get(key) for key in _columns(obj, spec)}
+        values = state.dict
+        current = {key: values.get(key) for key in columns}
         if spec.state:
             before = json_value(old.get(spec.state, current.get(spec.state)))
             after = json_value(new.get(spec.state, current.get(spec.state)))
