@@ -1,20 +1,33 @@
 """Overhead of auditing on the example app's write endpoint (PUT a new flow revision).
 
-Three copies of the example app in one process, each on its own SQLite file:
-auditing off, auditing to an embedded ledger (SQLite, WAL, synchronous=FULL),
-and auditing through the HTTP client in background-batching mode to a real
-``auditledger serve`` process on 127.0.0.1. Requests go
-through the full ASGI stack in-process (httpx.ASGITransport), rounds are
-interleaved so that the machine's noise hits every mode alike, and the
-median per-request time of each mode is reported.
+Four copies of the example app in one process, each on its own SQLite file:
+auditing off; to an embedded ledger (SQLite, WAL, synchronous=FULL, the
+default); the same with synchronous=NORMAL; and through the HTTP client in
+background-batching mode (``Queued(Client(...))``) to a real ``auditledger
+serve`` process on 127.0.0.1. Requests go through the full ASGI stack
+in-process (httpx.ASGITransport).
 
-    python bench/overhead.py --requests 200 --rounds 5
+Keeping the comparison honest on a shared machine:
+
+- rounds interleave the modes in a new random order each round, so drift and
+  the machine's noise hit every mode alike and no mode always follows another;
+- after each client round the bench waits, untimed, until the client has sent
+  what it still holds, so that none of its sends (and none of the server's
+  commits) fall into another mode's timed round. The sends made during the
+  timed rounds are counted and printed: with rounds several times longer than
+  the flush interval, the drained remainder is a small part of the client's
+  work, and the figure is what a running application pays;
+- each mode's figure is the median of its rounds; beside it, the median of the
+  per-round ratios to the "off" round of the same round (robust to drift).
+
+    python bench/overhead.py --requests 40 --rounds 12
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import sys
 import tempfile
@@ -82,6 +95,18 @@ def start_server(folder: Path) -> tuple[Any, str, str, AuditLog]:
     return process, url, token, ledger
 
 
+class CountingTransport(httpx.HTTPTransport):
+    """The client's transport, counting the batches it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        return super().handle_request(request)
+
+
 class Driver:
     def __init__(self, app: Any) -> None:
         self.http = httpx.AsyncClient(
@@ -114,14 +139,17 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     sinks["embedded"] = ledger
     # The same ledger with synchronous=NORMAL: WAL commits survive an application crash, not a power cut.
     sinks["embed-normal"] = AuditLog(SQLiteStore(f"sqlite:///{folder / 'embedded-normal.db'}", synchronous="NORMAL"))
-    client = server = None
+    client = server = transport = None
     if not args.no_client:
         try:
             from auditledger.client import Client
             from auditledger.integrations.context import Queued
 
             server, url, ingest, _server_ledger = start_server(folder)
-            client = Client(url, token=ingest, batch_size=500, flush_interval=0.2)
+            transport = CountingTransport()
+            client = Client(
+                url, token=ingest, batch_size=args.batch_size, flush_interval=args.flush_interval, transport=transport
+            )
             sinks["client"] = Queued(client)
         except Exception as exc:  # the bench still reports what it can measure
             print(f"client mode skipped: {type(exc).__name__}: {exc}")
@@ -132,22 +160,40 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     for driver in drivers.values():
         await driver.setup()
         await driver.run(max(5, args.requests // 10))  # warm-up
+    if client is not None:
+        client.flush()
     times: dict[str, list[float]] = {name: [] for name in drivers}
+    cpu: dict[str, list[float]] = {name: [] for name in drivers}
+    ratios: dict[str, list[float]] = {name: [] for name in drivers}
+    timed_sends = drained_sends = 0
+    order = list(drivers)
+    shuffle = random.Random(args.seed)
     for _ in range(args.rounds):
-        for name, driver in drivers.items():
-            times[name].append(await driver.run(args.requests))
+        shuffle.shuffle(order)
+        this_round: dict[str, float] = {}
+        for name in order:
+            before = transport.sent if transport is not None else 0
+            started = time.process_time()
+            this_round[name] = await drivers[name].run(args.requests)
+            cpu[name].append((time.process_time() - started) / args.requests)
+            if name == "client" and client is not None and transport is not None:
+                timed_sends += transport.sent - before
+                before = transport.sent
+                client.flush()  # untimed: the rest goes now, not during the next mode's round
+                drained_sends += transport.sent - before
+        for name, value in this_round.items():
+            times[name].append(value)
+            ratios[name].append(value / this_round["off"])
     if client is not None:
         client.close()
     if server is not None:
         server.terminate()
         server.wait(10)
-    base = statistics.median(times["off"])
-    print(f"write endpoint: PUT /api/v1/flows/{{ns}}/{{id}}, {args.rounds} rounds x {args.requests} requests")
-    for name, values in times.items():
-        median = statistics.median(values)
+    report(args, times, ratios, cpu)
+    if client is not None:
         print(
-            f"{name:>12}: {median * 1e3:7.2f} ms/request (min {min(values) * 1e3:.2f}, max {max(values) * 1e3:.2f})"
-            f"  overhead {100 * (median / base - 1):+5.1f}%"
+            f"client: batch_size {args.batch_size}, flush_interval {args.flush_interval} s; "
+            f"batches sent during timed rounds {timed_sends}, drained between rounds {drained_sends}"
         )
     print(f"events in the embedded ledger: {ledger.count()}")
     for sink in sinks.values():
@@ -155,10 +201,33 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
             sink.close()
 
 
+def report(
+    args: argparse.Namespace, times: dict[str, list[float]], ratios: dict[str, list[float]], cpu: dict[str, list[float]]
+) -> None:
+    base = statistics.median(times["off"])
+    cpu_base = statistics.median(cpu["off"])
+    print(f"write endpoint: PUT /api/v1/flows/{{ns}}/{{id}}, {args.rounds} rounds x {args.requests} requests")
+    print("overhead: of the modes' medians | median of per-round ratios to the same round's 'off' (quartiles)")
+    print("cpu: this process's CPU per request (app, request driver, client sender), median of rounds")
+    for name, values in times.items():
+        median = statistics.median(values)
+        own_cpu = statistics.median(cpu[name])
+        q1, q2, q3 = statistics.quantiles(ratios[name], n=4) if len(values) > 1 else (1.0, 1.0, 1.0)
+        print(
+            f"{name:>12}: {median * 1e3:7.2f} ms/request (min {min(values) * 1e3:.2f}, max {max(values) * 1e3:.2f})"
+            f"  overhead {100 * (median / base - 1):+5.1f}% | {100 * (q2 - 1):+5.1f}%"
+            f" ({100 * (q1 - 1):+.1f} .. {100 * (q3 - 1):+.1f})"
+            f"  cpu {own_cpu * 1e3:.2f} ms ({100 * (own_cpu / cpu_base - 1):+.1f}%)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200, help="writes per mode per round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--requests", type=int, default=40, help="writes per mode per round")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
+    parser.add_argument("--batch-size", type=int, default=500, help="the client's batch_size")
+    parser.add_argument("--flush-interval", type=float, default=0.2, help="the client's flush_interval (linger), s")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the rounds' random order")
     parser.add_argument("--no-client", action="store_true", help="skip the client + server mode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
