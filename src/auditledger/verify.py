@@ -35,8 +35,8 @@ from auditledger.store import DETAILS_PENDING, Head, Row, Store, open_store
 PARALLEL_MIN = 100_000
 _LEAF_PREFIX = b"\x00"
 
-# A range's outcome as it crosses the process boundary: (purged count, None, "") when it
-# checks out, else (0, first bad seq, message). Plain values: they pickle with no surprises.
+# A range's outcome, also as a worker process prints it (JSON): (purged count, None, "") when
+# it checks out, else (0, first bad seq, message).
 Outcome = tuple[int, int | None, str]
 
 
@@ -90,23 +90,25 @@ def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, 
     """
     paths = [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    workers: list[subprocess.Popen[bytes]] = []
     try:
-        workers = [
-            subprocess.Popen(  # noqa: S603  (our own interpreter and a fixed command)
+        for lo, hi in ranges:
+            worker = subprocess.Popen(  # noqa: S603  (our own interpreter and a fixed command)
                 [sys.executable, "-c", _WORKER],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # a worker that fails is redone in-process, which reports why
                 env=env,
             )
-            for _ in ranges
-        ]
-    except OSError:
+            workers.append(worker)
+            if worker.stdin is not None:  # a few bytes: they fit the pipe, so no worker waits for another
+                with worker.stdin:
+                    worker.stdin.write(orjson.dumps([url, tenant, lo, hi, size]))
+    except OSError:  # no interpreter to start, or a worker gone at once: stop the others and check in-process
+        for worker in workers:
+            worker.kill()
+            _answer(worker)
         return None
-    for worker, (lo, hi) in zip(workers, ranges, strict=True):
-        if worker.stdin is not None:  # small: fits the pipe, so all workers start before any is waited for
-            worker.stdin.write(orjson.dumps([url, tenant, lo, hi, size]))
-            worker.stdin.close()
     answers = [_answer(worker) for worker in workers]
     try:
         return [(int(purged), bad, str(message)) for purged, bad, message in map(orjson.loads, answers)]
@@ -115,6 +117,7 @@ def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, 
 
 
 def _answer(worker: subprocess.Popen[bytes]) -> bytes:
+    """What the worker printed, once it has exited; nothing if it failed."""
     with worker:  # closes the pipes and waits for the exit
         out = worker.stdout.read() if worker.stdout is not None else b""
     return out if worker.returncode == 0 else b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -149,3 +150,13 @@ def test_against_names_a_missing_leaf(signed: Signed) -> None:
     with AuditLog.open(signed.url) as log, pytest.raises(VerificationError) as info:
         tree.verify_against(log, signed.checkpoint.read_text(), [signed.vkey])
     assert info.value.seq == 4100 and "ledger position 4100 is missing" in info.value.message
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_workers_that_cannot_start_or_fail_leave_the_work_to_this_process(
+    signed: Signed, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    """No interpreter to start, or workers that exit with an error: verify still checks everything, in-process."""
+    tamper(signed.db, "UPDATE events SET action = 'READ' WHERE seq = 450")
+    monkeypatch.setattr(sys, "executable", executable)
+    assert first_bad(signed.url, 2)[0] == 450
