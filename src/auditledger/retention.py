@@ -47,7 +47,7 @@ from auditledger.store import DETAILS_PENDING, Cursor, Store, WriteTxn
 DEFAULT_MIN_AGE = timedelta(days=7)
 HOLD_RESOURCE = "LEGAL_HOLD"
 _NAMESPACE_KEY = "namespace"
-_TARGET_BATCH_SECONDS = 0.05  # keeps a writer waiting behind a batch well under 200 ms
+_TARGET_BATCH_SECONDS = 0.04  # keeps a writer waiting behind a batch well under 200 ms
 _FIRST_WINDOW = 256  # positions in the first purge batch
 _IN_CHUNK = 500  # values per IN (...) list: well under every dialect's parameter limit
 _SWEEP_MIN = 20_000  # positions: a purge of fewer deletes details with their events
@@ -337,9 +337,13 @@ class Retention:
         # The sweep reads the tenant's whole details table: worth it when a good part of it goes.
         return (hi - lo) * 4 >= size
 
-    @staticmethod
-    def _pause() -> None:
-        time.sleep(0.001)  # let a waiting writer take the lock between batches
+    def _pause(self) -> None:
+        """Between two batches: let every writer already waiting (ingest) take its turn first."""
+        time.sleep(0.001)
+        waiting = getattr(self.store, "writers_waiting", None)
+        deadline = time.monotonic() + 0.2
+        while waiting is not None and waiting() and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def _batch(
         self,
@@ -496,9 +500,9 @@ class Retention:
             # few tens of milliseconds so that ingest is never held long.
             with write() as txn:
                 began = time.perf_counter()
-                for done in range(int(free)):
+                for _ in range(int(free)):
                     txn.execute("PRAGMA incremental_vacuum")
-                    if done % 16 == 15 and time.perf_counter() - began > _TARGET_BATCH_SECONDS:
+                    if time.perf_counter() - began > _TARGET_BATCH_SECONDS:
                         break
             self._pause()
 
@@ -652,7 +656,8 @@ def _paced(size: int, elapsed: float, low: int, high: int) -> int:
     """The next batch size, aiming each transaction at a few tens of milliseconds whatever the machine."""
     if elapsed <= 0:
         return size
-    scale = max(0.5, min(2.0, _TARGET_BATCH_SECONDS / elapsed))
+    # Shrink fast, grow slowly: a batch's time varies, and one that overshoots holds ingest.
+    scale = max(0.5, min(1.5, _TARGET_BATCH_SECONDS / elapsed))
     return max(low, min(high, int(size * scale)))
 
 

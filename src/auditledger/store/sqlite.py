@@ -145,8 +145,7 @@ class SQLiteStore:
         self._synchronous = synchronous.upper()
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
-        # Reentrant so that purge_write can hold it across write()'s commit and its own pragma resets.
-        self._write_lock = threading.RLock()
+        self._write_lock = _WriterLock()
         self._writer = self._connect()
         self._all: list[sqlite3.Connection] = [self._writer]
         self._migrate()
@@ -277,6 +276,10 @@ class SQLiteStore:
             finally:
                 conn.execute(f"PRAGMA synchronous = {int(sync)}")
                 conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+
+    def writers_waiting(self) -> int:
+        """How many threads wait for the writer now (purge lets them in before its next batch)."""
+        return self._write_lock.waiting
 
     def purge_details_sql(self, events_where: str) -> str:
         """The statement deleting the details rows of the events ``events_where`` selects (alias ``e``).
@@ -561,6 +564,33 @@ class SQLiteStore:
             )
             for r in raw
         ]
+
+
+class _WriterLock:
+    """The writer's lock: reentrant (purge_write holds it across write()'s commit and its own pragma
+    resets) and counting the threads waiting for it.
+
+    A lock is not fair: a purge that released it and took it again a millisecond later often
+    beat a waiting ingest thread, which then waited through several batches. Purge now waits
+    until the count is zero before its next batch.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self) -> None:
+        with self._count:
+            self.waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class _Checkpointer:
