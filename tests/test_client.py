@@ -15,7 +15,7 @@ import pytest
 
 from auditledger import Actor, AuditLog, Query
 from auditledger.client import AsyncClient, Client
-from auditledger.errors import AuthError, StoreError, ValidationError
+from auditledger.errors import AuthError, ConfigError, StoreError, ValidationError
 from auditledger.server import create_app
 from auditledger.server.writer import Overloaded, Writer
 from auditledger.settings import Settings
@@ -323,3 +323,13 @@ def test_async_background_sends_after_the_linger(server: Server) -> None:
 
     assert asyncio.run(main()) == 0
     assert server.count("async-linger") == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"batch_size": 0}, "batch_size"), ({"flush_interval": -1}, "flush_interval"), ({"max_queue": 10}, "max_queue")],
+)
+def test_batching_options_are_checked(options: dict[str, Any], named: str) -> None:
+    """Impossible batching options are a ConfigError naming the option, before anything is queued."""
+    with pytest.raises(ConfigError, match=named):
+        Client("http://127.0.0.1:9", **options)
