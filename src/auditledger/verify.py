@@ -9,7 +9,8 @@ head's size is the number of positions. The first bad position is named.
 The hot loop reads plain tuples (``Store.verify_chunks``), hashes with hashlib and compares
 the indexed columns with the parsed bytes as one tuple: only a mismatch pays for decoding an
 ``Event`` and naming the field. A large ledger on a file or PostgreSQL store is cut into one
-range of positions per CPU, each checked by its own process; the lowest bad position wins.
+range of positions per CPU: this process checks the first while worker processes check the
+others; the lowest bad position wins.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from auditledger.store import DETAILS_PENDING, Head, Row, Store, open_store
 
 # Below this many positions one process is about as quick: each worker pays for starting
 # Python and importing the package (~0.2 s on an idle machine) before it checks anything.
-PARALLEL_MIN = 100_000
+PARALLEL_MIN = 50_000
 _LEAF_PREFIX = b"\x00"
 
 # A range's outcome, also as a worker process prints it (JSON): (purged count, None, "") when
@@ -47,10 +48,18 @@ def verify_tenant(store: Store, tenant: str, head: Head, *, processes: int | Non
     open (not ``memory://``), else 1; a number forces that many (tests use it on small ledgers).
     """
     size = head.size
-    ranges = split(size, _process_count(store, size, processes))
-    outcomes = _in_processes(store.url, tenant, size, ranges) if len(ranges) > 1 else None
-    if outcomes is None:
-        outcomes = [_outcome(store, tenant, lo, hi, size) for lo, hi in ranges]
+    first, *others = split(size, _process_count(store, size, processes))
+    workers = _start_workers(store.url, tenant, size, others)
+    try:
+        outcomes = [_outcome(store, tenant, *first, size)]  # this process takes the first range meanwhile
+    except BaseException:
+        _stop(workers or [])
+        raise
+    if outcomes[0][1] is not None:  # the first range's error is the first bad position: no need to wait
+        _stop(workers or [])
+        raise VerificationError(outcomes[0][2], outcomes[0][1])
+    for (lo, hi), answer in zip(others, _answers(workers, len(others)), strict=True):
+        outcomes.append(answer if answer is not None else _outcome(store, tenant, lo, hi, size))
     purged = 0
     for count, bad, message in outcomes:  # in position order: the first failing range holds the first bad seq
         if bad is not None or message:
@@ -80,14 +89,18 @@ def _shareable(url: str) -> bool:
     return not (url.startswith("memory://") or url in ("sqlite://", "sqlite:///:memory:"))
 
 
-def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, int]]) -> list[Outcome] | None:
-    """Each range in its own Python process; None when one of them could not do its part.
+def _start_workers(
+    url: str, tenant: str, size: int, ranges: Sequence[tuple[int, int]]
+) -> list[subprocess.Popen[bytes]] | None:
+    """A Python process per range; None when they cannot be started (then this process checks every range).
 
     Plain subprocesses rather than multiprocessing: they neither re-run the caller's main
     module (a script without an ``if __name__ == "__main__"`` guard would start itself
     again) nor fork a possibly threaded server holding SQLite connections. The store URL
     (it may carry a password) goes through stdin, not the command line.
     """
+    if not ranges:
+        return []
     paths = [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     workers: list[subprocess.Popen[bytes]] = []
@@ -104,16 +117,30 @@ def _in_processes(url: str, tenant: str, size: int, ranges: Sequence[tuple[int, 
             if worker.stdin is not None:  # a few bytes: they fit the pipe, so no worker waits for another
                 with worker.stdin:
                     worker.stdin.write(orjson.dumps([url, tenant, lo, hi, size]))
-    except OSError:  # no interpreter to start, or a worker gone at once: stop the others and check in-process
-        for worker in workers:
-            worker.kill()
-            _answer(worker)
+    except OSError:  # no interpreter to start, or a worker gone at once: stop the others
+        _stop(workers)
         return None
-    answers = [_answer(worker) for worker in workers]
-    try:
-        return [(int(purged), bad, str(message)) for purged, bad, message in map(orjson.loads, answers)]
-    except (orjson.JSONDecodeError, ValueError, TypeError):
-        return None  # a worker failed (store unreachable, killed ...): the caller redoes its range in-process
+    return workers
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.kill()
+        _answer(worker)
+
+
+def _answers(workers: list[subprocess.Popen[bytes]] | None, count: int) -> list[Outcome | None]:
+    """Each worker's outcome once it has exited; None for a worker that failed (store unreachable, killed ...)."""
+    if workers is None:
+        return [None] * count
+    outcomes: list[Outcome | None] = []
+    for worker in workers:
+        try:
+            purged, bad, message = orjson.loads(_answer(worker))
+            outcomes.append((int(purged), bad, str(message)))
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            outcomes.append(None)
+    return outcomes
 
 
 def _answer(worker: subprocess.Popen[bytes]) -> bytes:
