@@ -1,10 +1,12 @@
-"""SQLite's first-page rewrites (date range as seq range, frequent details values tested per row)
-return exactly what the plain translation returns."""
+"""SQLite's first-page rewrites (date range as seq range, frequent details values tested per row,
+rare free words collected through indexes) return exactly what the plain translation returns."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,9 @@ def store() -> Iterator[SQLiteStore]:
         {
             "resource_type": ("FLOW", "EXECUTION")[i % 2],
             "action": ("CREATE", "UPDATE", "READ")[i % 3],
-            "actor": {"type": "USER", "id": f"user{i % 7}"},
+            "actor": {"type": "USER", "id": "named", "name": "Named Person"}
+            if i % 11 == 0
+            else {"type": "USER", "id": f"user{i % 7}"},
             "details": {"namespace": ("a", "a.b", "a.c", "z", "ab")[i % 5], "flowId": f"f{i % 4}"}
             | ({"rare": "yes"} if i % 1000 == 0 else {}),
         }
@@ -53,6 +57,15 @@ QUERIES = [
     "-f2 user3",
     "use*",
     "after:2027-01-01",
+    "user3",
+    "nomatch",
+    "-nomatch",
+    "-user3 namespace:a",
+    "user3 rare:yes",
+    '"Named Person"',
+    "Named",
+    "Nam*",
+    "*amed*",
 ]
 
 
@@ -118,3 +131,41 @@ def test_frequent_details_are_point_lookups_on_a_file_never_analysed() -> None:
         for detail in lookups:
             assert "key=?" in detail and "seq=?" in detail, detail
         assert len(log.search("x1", limit=10).events) == 10
+
+
+@pytest.mark.parametrize("word", ["nomatch", "user3", '"Named Person"'])
+def test_a_rare_free_word_is_collected_through_indexes(store: SQLiteStore, word: str) -> None:
+    """A free word matching few entries (or none) never scans the tenant's events: it is one set
+    collected from the details primary key and the actor index (a missing word took seconds at 1M)."""
+    where, params = store._where("t", parse(word))
+    plan = store.query(f"EXPLAIN QUERY PLAN SELECT e.seq FROM events e WHERE {where} ORDER BY e.seq DESC", params)
+    events = [row[3] for row in plan if row[3].startswith(("SCAN e ", "SEARCH e "))]
+    # Each entry is looked up by seq from the collected set; the old form bound only the tenant.
+    assert len(events) == 1 and "seq=?" in events[0], events
+
+
+def test_a_frequent_actor_word_is_tested_per_row(store: SQLiteStore) -> None:
+    """A word naming an actor of thousands of entries keeps the per-row test: its first page fills at once."""
+    with AuditLog.open("memory://") as log:
+        log.record_many([{"resource_type": "FLOW", "action": "READ", "actor": {"type": "USER", "id": "busy"}}] * 2500)
+        sqlite = log.store
+        assert isinstance(sqlite, SQLiteStore)
+        where, _ = sqlite._where("main", parse("busy"))
+        assert "UNION" not in where and "e.actor_id = ?" in where
+        assert len(log.search("busy", limit=10).events) == 10
+
+
+def test_a_file_from_before_the_actors_table_gets_it_on_upgrade(tmp_path: Path) -> None:
+    """Migration 0008 fills ``actors`` from the events already stored, so rare-word search holds on old files."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with AuditLog.open(url) as log:
+        log.record("FLOW", "CREATE", {"type": "USER", "id": "old", "name": "Old Timer"})
+    # Undo migration 0008, as in a file made before it.
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.executescript("DROP TABLE actors; DELETE FROM schema_migrations WHERE version = 8;")
+    conn.close()
+    with AuditLog.open(url) as log:
+        assert log.store.query("SELECT tenant, actor_id, actor_name FROM actors") == [("main", "old", "Old Timer")]
+        assert [e.actor.id for e in log.search('"Old Timer"').events] == ["old"]
+        log.record("FLOW", "CREATE", {"type": "USER", "id": "new"})
+        assert ("main", "new", "") in log.store.query("SELECT tenant, actor_id, actor_name FROM actors")

@@ -28,7 +28,7 @@ from auditledger.model import to_micros
 from auditledger.store import Head, LeafRow, Row, Store
 
 CORE_TABLES = frozenset({"leaves", "heads", "events", "details", "purge_gate", "schema_migrations"})
-DERIVED_TABLES = frozenset({"tree_heads", "tree_nodes"})  # rebuilt on the target from the leaves
+DERIVED_TABLES = frozenset({"tree_heads", "tree_nodes", "actors"})  # rebuilt on the target as events arrive
 Progress = Callable[[str, int, int], None]  # (tenant or table, done, total)
 
 

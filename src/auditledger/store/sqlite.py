@@ -377,6 +377,8 @@ class SQLiteStore:
           an ordered range of the (tenant, seq) index instead of sorting every entry in the range.
         * A details term matching many entries is tested per row by primary-key lookups
           (``EXISTS``) instead of first collecting every matching seq (see ``_dense_values``).
+        * A free word matching few entries is collected from the indexes, actors included (see
+          ``_rare_actors``), instead of testing every entry of the tenant for it.
         """
         if tenant is None:
             return where_clause(tenant, query, self._keys_for(tenant, query))
@@ -393,7 +395,8 @@ class SQLiteStore:
                     bounds.append((f"e.seq {op} ?", int(row[0][0]) if row else 1 << 62))
             query = Query(query.terms, None, None, query.any_of)
         keys = self._keys_for(tenant, query)
-        where, params = where_clause(tenant, query, keys, self._dense_values(tenant, keys))
+        dense = self._dense_values(tenant, keys)
+        where, params = where_clause(tenant, query, keys, dense, self._rare_actors(tenant, dense))
         for cond, value in bounds:
             where += f" AND {cond}"
             params.append(value)
@@ -438,6 +441,41 @@ class SQLiteStore:
             return found if n >= _DENSE else None
 
         return pairs
+
+    def _rare_actors(self, tenant: str, dense: DenseValues) -> RareActors:
+        """For a free word matching few entries, the ids of the actors whose id or name it matches.
+
+        None means "test each entry": the word is frequent in details or among the actors, where
+        the first page fills fast. Otherwise the ids, found in the small ``actors`` table, let the
+        whole word be collected through indexes: a word matching nothing costs a few lookups, not
+        a pass over every entry of the tenant.
+        """
+        conn = self.reader()
+
+        def actors(term: Term) -> list[str] | None:
+            if dense(term) is not None:
+                return None
+            # The same comparison as the per-entry test of _term: a plain word equals an actor's id or name.
+            by_id, id_params = _match("a.actor_id", term)
+            by_name, name_params = _match("a.actor_name", term)
+            rows = conn.execute(
+                f"SELECT DISTINCT a.actor_id FROM actors a WHERE a.tenant = ? AND ({by_id} OR {by_name}) "
+                f"LIMIT {_MAX_EXPAND + 1}",
+                [tenant, *id_params, *name_params],
+            ).fetchall()
+            ids = [str(i) for (i,) in rows]
+            if len(ids) > _MAX_EXPAND:
+                return None
+            if not ids:
+                return ids
+            (n,) = conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM events WHERE tenant = ? "
+                f"AND actor_id IN ({','.join('?' * len(ids))}) LIMIT {_DENSE})",
+                [tenant, *ids],
+            ).fetchone()
+            return ids if n < _DENSE else None
+
+        return actors
 
     def _keys_for(self, tenant: str | None, query: Query) -> list[str]:
         return detail_keys(self.reader(), tenant) if has_text(query) else []
@@ -722,6 +760,11 @@ class SQLiteWriteTxn:
                 "INSERT INTO details (tenant, key, value, seq) VALUES (?, ?, ?, ?)",
                 [(r.tenant, k, v, r.seq) for r in rows for k, v in r.details.items()],
             )
+            # A batch has few distinct actors: the table free words search learns them in a few lookups.
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO actors (tenant, actor_id, actor_name) VALUES (?, ?, ?)",
+                sorted({(r.tenant, r.actor_id, r.actor_name or "") for r in rows}),
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"insert failed: {exc}") from None
 
@@ -780,6 +823,7 @@ WITH RECURSIVE v(value) AS (
 ) SELECT value FROM v WHERE value IS NOT NULL LIMIT ?5 + 1"""
 
 DenseValues = Callable[[Term], "list[tuple[str, str]] | None"]
+RareActors = Callable[[Term], "list[str] | None"]
 
 
 def _by_key(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -815,19 +859,24 @@ def _exists(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
 
 
 def where_clause(
-    tenant: str | None, query: Query, keys: Sequence[str] = (), dense: DenseValues | None = None
+    tenant: str | None,
+    query: Query,
+    keys: Sequence[str] = (),
+    dense: DenseValues | None = None,
+    actors: RareActors | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE text and parameters of ``query`` over ``events e`` (values always bound).
 
     ``keys`` are the details keys in use, needed when the query has free words. ``dense``,
-    for one tenant, names the exact values of details terms better tested per row.
+    for one tenant, names the exact values of details terms better tested per row; ``actors``
+    the actors a rare free word matches, so that the word is collected through indexes.
     """
     parts: list[str] = []
     params: list[Any] = []
     if tenant is not None:
         parts.append("e.tenant = ?")
         params.append(tenant)
-    _conjunction(tenant, query, parts, params, keys, dense)
+    _conjunction(tenant, query, parts, params, keys, dense, actors)
     return (" AND ".join(parts) or "1"), params
 
 
@@ -842,6 +891,7 @@ def _conjunction(
     params: list[Any],
     keys: Sequence[str],
     dense: DenseValues | None = None,
+    actors: RareActors | None = None,
 ) -> None:
     if query.after is not None:
         from auditledger.model import to_micros
@@ -854,7 +904,7 @@ def _conjunction(
         parts.append("e.date < ?")
         params.append(to_micros(query.before))
     for term in query.terms:
-        sql, term_params = _term(tenant, term, keys, dense)
+        sql, term_params = _term(tenant, term, keys, dense, actors)
         # NOT of a NULL comparison is NULL, which would drop the row: negate a definite truth value.
         parts.append(f"NOT coalesce(({sql}), 0)" if term.negate else sql)
         params += term_params
@@ -862,7 +912,7 @@ def _conjunction(
         alternatives = []
         for sub in query.any_of:
             sub_parts: list[str] = []
-            _conjunction(tenant, sub, sub_parts, params, keys, dense)
+            _conjunction(tenant, sub, sub_parts, params, keys, dense, actors)
             alternatives.append("(" + (" AND ".join(sub_parts) or "1") + ")")
         parts.append("(" + " OR ".join(alternatives) + ")")
 
@@ -900,7 +950,11 @@ def _details_in(tenant: str | None, cond: str, params: list[Any]) -> tuple[str, 
 
 
 def _term(
-    tenant: str | None, term: Term, keys: Sequence[str], dense: DenseValues | None = None
+    tenant: str | None,
+    term: Term,
+    keys: Sequence[str],
+    dense: DenseValues | None = None,
+    actors: RareActors | None = None,
 ) -> tuple[str, list[Any]]:
     pairs = dense(term) if dense is not None and tenant is not None and term.field in _DETAIL_FIELDS else None
     if term.field is Field.DETAIL:
@@ -916,6 +970,9 @@ def _term(
         if keys:
             cond = f"d.key IN ({','.join('?' * len(keys))}) AND {cond}"
             params = [*keys, *params]
+        ids = actors(term) if actors is not None and tenant is not None else None
+        if ids is not None:
+            return _rare_word(tenant, cond, params, term, ids)
         in_details, details_params = _exists(pairs) if pairs else _details_in(tenant, cond, params)
         actor_cond, actor_params = _match("e.actor_id", term)
         name_cond, name_params = _match("e.actor_name", term)
@@ -924,6 +981,23 @@ def _term(
             [*details_params, *actor_params, *name_params],
         )
     return _match(_FIELD_COLUMNS[term.field], term)
+
+
+def _rare_word(
+    tenant: str | None, cond: str, params: list[Any], term: Term, ids: Sequence[str]
+) -> tuple[str, list[Any]]:
+    """A rare free word as one collected set: its details entries, and the entries of the actors
+    ``ids`` whose id or name it matches (rechecked per entry: an actor may have changed names)."""
+    if not ids:
+        return _details_in(tenant, cond, params)
+    actor_cond, actor_params = _match("a.actor_id", term)
+    name_cond, name_params = _match("a.actor_name", term)
+    return (
+        f"e.seq IN (SELECT d.seq FROM details d WHERE d.tenant = ? AND {cond} "
+        f"UNION SELECT a.seq FROM events a WHERE a.tenant = ? AND a.actor_id IN ({','.join('?' * len(ids))}) "
+        f"AND ({actor_cond} OR {name_cond}))",
+        [tenant, *params, tenant, *ids, *actor_params, *name_params],
+    )
 
 
 def _split_sql(script: str) -> list[str]:
