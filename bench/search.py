@@ -57,6 +57,8 @@ def classes(now: datetime) -> dict[str, str]:
         "combined": "namespace:company resource:FLOW,EXECUTION action:UPDATE actor:anna@acme.io after:-60d",
         "negation": "-action:READ -resource:EXECUTION -actor.type:SYSTEM",
         "free word": "billing",
+        "free word, no match": "zzz-nowhere",
+        "free word, an actor's name": '"Grace Liu"',
         "rare details value": "executionId:zzz-none",
     }
 
