@@ -50,6 +50,7 @@ _NAMESPACE_KEY = "namespace"
 _TARGET_BATCH_SECONDS = 0.04  # keeps a writer waiting behind a batch well under 200 ms
 _FIRST_WINDOW = 256  # positions in the first purge batch
 _IN_CHUNK = 500  # values per IN (...) list: well under every dialect's parameter limit
+_CHECKPOINT_SECONDS = 0.25  # purge copies the WAL itself at most this often
 _SWEEP_MIN = 20_000  # positions: a purge of fewer deletes details with their events
 
 
@@ -222,6 +223,7 @@ class Retention:
         self.batch_size = batch_size
         self.reclaim_threshold = reclaim_threshold
         self.sweep_min = sweep_min
+        self._checkpointed = 0.0
 
     # ------------------------------------------------------------ purge
 
@@ -338,7 +340,15 @@ class Retention:
         return (hi - lo) * 4 >= size
 
     def _pause(self) -> None:
-        """Between two batches: let every writer already waiting (ingest) take its turn first."""
+        """Between two batches: the WAL copied now and then, every writer already waiting (ingest) goes first."""
+        checkpoint = getattr(self.store, "checkpoint", None)
+        if checkpoint is not None and time.monotonic() - self._checkpointed >= _CHECKPOINT_SECONDS:
+            # Outside the write lock, so ingest goes on meanwhile; a checkpoint already running
+            # elsewhere is waited for, so that purge never writes faster than the WAL is copied.
+            deadline = time.monotonic() + 1.0
+            while not checkpoint() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self._checkpointed = time.monotonic()
         time.sleep(0.001)
         waiting = getattr(self.store, "writers_waiting", None)
         deadline = time.monotonic() + 0.2

@@ -277,6 +277,19 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA synchronous = {int(sync)}")
                 conn.execute(f"PRAGMA secure_delete = {int(secure)}")
 
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file now, from this thread, without the writer lock (PASSIVE).
+
+        Purge calls it between batches: it writes faster than the background checkpointer
+        copies, and once the WAL passes the writer's threshold the copy runs inside a
+        commit, often an ingest one (0.7-1.3 s stalls at 1M events). Waiting for the copy
+        paces purge to the disk instead. False when another checkpoint was running.
+        """
+        with suppress(sqlite3.Error):
+            (busy, _, _), = self.reader().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return not busy
+        return False
+
     def writers_waiting(self) -> int:
         """How many threads wait for the writer now (purge lets them in before its next batch)."""
         return self._write_lock.waiting
