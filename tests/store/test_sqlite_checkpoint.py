@@ -11,8 +11,9 @@ from auditledger.demo import demo_events
 from auditledger.store.sqlite import SQLiteStore
 
 
-def _checkpoint_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("auditledger-checkpoint")]
+def _checkpoint_threads(url: str) -> list[threading.Thread]:
+    """The checkpoint threads of the store at ``url`` (other tests' stores may still run theirs)."""
+    return [t for t in threading.enumerate() if t.name == f"auditledger-checkpoint {url}"]
 
 
 def test_commits_leave_the_checkpoint_to_a_background_thread(tmp_path: Path) -> None:
@@ -32,7 +33,7 @@ def test_commits_leave_the_checkpoint_to_a_background_thread(tmp_path: Path) -> 
         while path.stat().st_size < before + 500_000 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert path.stat().st_size >= before + 500_000
-        assert len(_checkpoint_threads()) == 1
+        assert len(_checkpoint_threads(store.url)) == 1
     finally:
         log.close()
 
@@ -42,7 +43,8 @@ def test_closing_the_store_stops_its_checkpoint_thread(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with AuditLog.open(url) as log:
         receipts = log.record_many(list(demo_events(300)))
-    assert _checkpoint_threads() == []
+        assert len(_checkpoint_threads(url)) == 1
+    assert _checkpoint_threads(url) == []
     with AuditLog.open(url) as log:
         assert log.verify().sizes["main"] == 300
         assert log.get(receipts[-1].id).seq == 299
@@ -52,7 +54,7 @@ def test_a_memory_store_has_no_checkpoint_thread() -> None:
     """An in-memory ledger has no WAL, so it starts no checkpoint thread."""
     with AuditLog.open("memory://") as log:
         log.record_many(list(demo_events(10)))
-        assert _checkpoint_threads() == []
+        assert not [t for t in threading.enumerate() if t.name.endswith(log.store.url)]
 
 
 def test_the_writer_keeps_a_large_page_cache(tmp_path: Path) -> None:
