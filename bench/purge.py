@@ -205,6 +205,9 @@ def copy_of(path: str, suffix: str) -> str:
     for side in _SIDE:
         if os.path.exists(path + side):
             shutil.copyfile(path + side, target + side)
+    # Flush the copy now: its writeback would otherwise delay every fsync of the run that follows
+    # (ingest commits took 150 ms before the purge had even started, one 0.9 s).
+    os.sync()
     return target
 
 
