@@ -266,6 +266,8 @@ class Retention:
                     with suppress(Exception):  # the store may be what failed; the first error is the one to raise
                         self._record(tenant, flt, end, clipped, force, reason, actor, done, exc)
                 raise
+            if not dry_run and done.count:
+                self._forget_actors(tenant)
             result.count += done.count
             result.held += done.held
             result.batches += done.batches
@@ -276,6 +278,12 @@ class Retention:
         result.bytes_after = self._space_used()
         result.seconds = time.perf_counter() - started
         return result
+
+    def _forget_actors(self, tenant: str) -> None:
+        """A store that lists actors for search (SQLite) drops those whose every event was purged."""
+        hook = getattr(self.store, "forget_purged_actors", None)
+        if hook is not None:
+            hook(tenant)
 
     def _record(
         self,

@@ -7,12 +7,13 @@ import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from auditledger import Actor, AuditLog, StoreError, ValidationError
+from auditledger.query import parse as parse_query
 from auditledger.retention import Retention, purge_filter
 from auditledger.tree import Tree
 from tests.retention.conftest import TENANTS, Base
@@ -278,3 +279,26 @@ def test_the_next_large_purge_finishes_an_interrupted_details_sweep(copy_ledger:
     assert _orphan_details(copy_ledger) == 0
     assert copy_ledger.store.query("SELECT count(*) FROM leaves WHERE purged <> 0 AND purged <> 1") == [(0,)]
     copy_ledger.verify()
+
+
+def test_a_purge_takes_the_names_of_actors_it_leaves_no_event_of(tmp_path: Path) -> None:
+    """After a purge, the search table of actors (SQLite) keeps only actors some remaining event names,
+    and a free word for a purged actor's name finds nothing, like the events themselves."""
+    with AuditLog.open(f"sqlite:///{tmp_path / 'a.db'}") as log:
+        old = datetime.now(UTC) - timedelta(days=60)
+        actors = [
+            {"type": "USER", "id": "gone", "name": "Gone Soon"},
+            {"type": "USER", "id": "stay", "name": "Old Name"},
+        ]
+        log.backfill(
+            [{"resource_type": "FLOW", "action": "READ", "actor": actor} for actor in actors],
+            [old, old + timedelta(seconds=1)],
+        )
+        log.record("FLOW", "READ", {"type": "USER", "id": "stay", "name": "Stays Here"})
+        assert log.count(parse_query('"Gone Soon"')) == 1
+        Retention(log).purge(purge_filter(datetime.now(UTC) - timedelta(days=30)))
+        names = {tuple(r) for r in log.store.query("SELECT actor_id, actor_name FROM actors WHERE tenant = 'main'")}
+        assert ("gone", "Gone Soon") not in names and ("stay", "Old Name") not in names
+        assert ("stay", "Stays Here") in names
+        assert log.count(parse_query('"Gone Soon"')) == 0
+        assert [e.actor.id for e in log.search('"Stays Here"').events] == ["stay"]

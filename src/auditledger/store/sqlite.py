@@ -294,6 +294,25 @@ class SQLiteStore:
         """How many threads wait for the writer now (purge lets them in before its next batch)."""
         return self._write_lock.waiting
 
+    def forget_purged_actors(self, tenant: str) -> int:
+        """Drop the actors that no remaining event of ``tenant`` names: a purge takes their names along.
+
+        The search for them runs on a reader, outside the write lock (an actor renamed long ago may
+        mean a walk over that actor's entries); each one found is checked again as it is deleted,
+        in case an event of it arrived meanwhile.
+        """
+        gone = self._query(f"SELECT actor_id, actor_name FROM actors WHERE tenant = ? AND {_NO_EVENT}", [tenant])
+        if not gone:
+            return 0
+        with self.write() as txn:
+            return sum(
+                txn.execute(
+                    f"DELETE FROM actors WHERE tenant = ? AND actor_id = ? AND actor_name = ? AND {_NO_EVENT}",
+                    [tenant, actor_id, name],
+                )
+                for actor_id, name in gone
+            )
+
     def purge_details_sql(self, events_where: str) -> str:
         """The statement deleting the details rows of the events ``events_where`` selects (alias ``e``).
 
@@ -697,6 +716,10 @@ class _Checkpointer:
             conn.close()
 
 
+_NO_EVENT = (
+    "NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant = actors.tenant AND e.actor_id = actors.actor_id "
+    "AND coalesce(e.actor_name, '') = actors.actor_name)"
+)
 DetailsKey = tuple[str, str, int]  # a details primary key without its tenant: (key, value, seq)
 _SWEEP_NEXT = (
     "SELECT key, value, seq FROM details WHERE tenant = ? AND (key, value, seq) > (?, ?, ?) "
