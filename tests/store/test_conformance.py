@@ -380,6 +380,9 @@ def test_facets_count_every_match_by_field_and_bucket(log: AuditLog) -> None:
     assert [b for b, _ in facets.timeline] == sorted(b for b, _ in facets.timeline)
     assert facets.timeline[0][0] <= to_micros(start) + 3_600_000_000 * 6
     assert list(facets.resource_type.values()) == sorted(facets.resource_type.values(), reverse=True)
+    timeline_only = log.store.facets("main", query, bucket_micros=3_600_000_000 * 6, counts=False)
+    assert timeline_only.timeline == facets.timeline
+    assert (timeline_only.resource_type, timeline_only.action, timeline_only.actor_type) == ({}, {}, {})
 
 
 def test_a_tenant_cursor_is_read_by_its_seq(log: AuditLog) -> None:

@@ -383,10 +383,12 @@ class SQLiteStore:
         params.append(int(cap) + 1)
         return int(self._query(sql, params)[0][0])
 
-    def facets(self, tenant: str | None, query: Query, *, bucket_micros: int) -> Facets:
+    def facets(self, tenant: str | None, query: Query, *, bucket_micros: int, counts: bool = True) -> Facets:
         where, params = self._where(tenant, query)
 
-        def counts(column: str) -> dict[str, int]:
+        def count_by(column: str) -> dict[str, int]:
+            if not counts:
+                return {}
             sql = f"SELECT {column}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
             return {str(k): int(n) for k, n in self._query(sql, params)}
 
@@ -395,9 +397,9 @@ class SQLiteStore:
             f"SELECT (e.date / {step}) * {step}, count(*) FROM events e WHERE {where} GROUP BY 1 ORDER BY 1", params
         )
         return Facets(
-            counts("e.resource_type"),
-            counts("e.action"),
-            counts("e.actor_type"),
+            count_by("e.resource_type"),
+            count_by("e.action"),
+            count_by("e.actor_type"),
             [(int(b), int(n)) for b, n in timeline],
         )
 
