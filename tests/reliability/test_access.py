@@ -13,6 +13,7 @@ from auditledger.jobs import Jobs
 from auditledger.model import Actor
 from auditledger.retention import PurgeFilter, Retention
 from auditledger.server.auth import ACCESS_TENANT, Tokens
+from tests.jobs.test_jobs import KESTRA_EXAMPLE
 from tests.reliability.conftest import Live
 
 SEARCH = "/api/v1/acme/auditlogs/search"
@@ -117,8 +118,8 @@ def test_every_administrative_action_is_an_audit_event(tmp_path: Path) -> None:
         _, info = tokens.create("auditor", "main", actor=admin)
         tokens.revoke(info.id, actor=admin)
         jobs = Jobs(ledger)
-        jobs.apply(JOB, actor=admin)
-        jobs.apply(JOB.replace("1 month", "one month"), actor=admin)
+        jobs.apply(KESTRA_EXAMPLE, actor=admin)
+        jobs.apply(KESTRA_EXAMPLE.replace("1 month", "one month"), actor=admin)
         retention = Retention(ledger, min_age=timedelta(0))
         hold = retention.create_hold("namespace:company.team", "case 42", actor=admin)
         retention.release_hold(hold.id, actor=admin)
@@ -134,13 +135,3 @@ def test_every_administrative_action_is_an_audit_event(tmp_path: Path) -> None:
         ])
         ledger.verify()
 
-
-JOB = """\
-id: audit_log_cleanup
-namespace: system
-tasks:
-  - id: purge_audit_logs
-    type: io.kestra.plugin.ee.core.log.PurgeAuditLogs
-    description: Purge audit logs older than 1 month
-    endDate: "{{ now() | dateAdd(-1, 'MONTHS') }}"
-"""
