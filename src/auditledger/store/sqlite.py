@@ -429,8 +429,7 @@ class SQLiteStore:
                     bounds.append((f"e.seq {op} ?", int(row[0][0]) if row else 1 << 62))
             query = Query(query.terms, None, None, query.any_of)
         keys = self._keys_for(tenant, query)
-        dense = self._dense_values(tenant, keys)
-        where, params = where_clause(tenant, query, keys, dense, self._rare_actors(tenant, dense))
+        where, params = where_clause(tenant, query, keys, self._dense_values(tenant, keys), self._rare_actors(tenant))
         for cond, value in bounds:
             where += f" AND {cond}"
             params.append(value)
@@ -476,19 +475,18 @@ class SQLiteStore:
 
         return pairs
 
-    def _rare_actors(self, tenant: str, dense: DenseValues) -> RareActors:
-        """For a free word matching few entries, the ids of the actors whose id or name it matches.
+    def _rare_actors(self, tenant: str) -> RareActors:
+        """For a free word not frequent in details, the ids of the actors whose id or name it matches.
 
-        None means "test each entry": the word is frequent in details or among the actors, where
-        the first page fills fast. Otherwise the ids, found in the small ``actors`` table, let the
-        whole word be collected through indexes: a word matching nothing costs a few lookups, not
-        a pass over every entry of the tenant.
+        None means "test each entry": the word is frequent among the actors, where the first
+        page fills fast (``_term`` asks only for words ``_dense_values`` found rare in details).
+        Otherwise the ids, found in the small ``actors`` table, let the whole word be collected
+        through indexes: a word matching nothing costs a few lookups, not a pass over every
+        entry of the tenant.
         """
         conn = self.reader()
 
         def actors(term: Term) -> list[str] | None:
-            if dense(term) is not None:
-                return None
             # The same comparison as the per-entry test of _term: a plain word equals an actor's id or name.
             by_id, id_params = _match("a.actor_id", term)
             by_name, name_params = _match("a.actor_name", term)
@@ -1008,7 +1006,7 @@ def _term(
         if keys:
             cond = f"d.key IN ({','.join('?' * len(keys))}) AND {cond}"
             params = [*keys, *params]
-        ids = actors(term) if actors is not None and tenant is not None else None
+        ids = actors(term) if actors is not None and tenant is not None and not pairs else None
         if ids is not None:
             return _rare_word(tenant, cond, params, term, ids)
         in_details, details_params = _exists(pairs) if pairs else _details_in(tenant, cond, params)
