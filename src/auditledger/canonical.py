@@ -21,7 +21,7 @@ from auditledger.errors import VerificationError
 from auditledger.model import Actor, ActorType, Event, EventInput, Outcome, format_date, format_micros
 
 FORMAT_VERSION = 1
-_LEAF_PREFIX = b"\x00"
+LEAF_PREFIX = b"\x00"
 
 
 def encode(draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime | int) -> bytes:
@@ -50,7 +50,7 @@ def encode(draft: EventInput, *, id: str, tenant: str, seq: int, date: datetime 
 
 
 def leaf_hash(body: bytes) -> bytes:
-    return hashlib.sha256(_LEAF_PREFIX + body).digest()
+    return hashlib.sha256(LEAF_PREFIX + body).digest()
 
 
 def decode(body: bytes, leaf: bytes | None = None) -> Event:

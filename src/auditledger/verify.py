@@ -34,7 +34,6 @@ from auditledger.store import DETAILS_PENDING, Head, Row, Store, open_store
 # Below this many positions one process is about as quick: each worker pays for starting
 # Python and importing the package (~0.2 s on an idle machine) before it checks anything.
 PARALLEL_MIN = 50_000
-_LEAF_PREFIX = b"\x00"
 
 # A range's outcome, also as a worker process prints it (JSON): (purged count, None, "") when
 # it checks out, else (0, first bad seq, message).
@@ -177,7 +176,8 @@ def check_range(store: Store, tenant: str, start: int, end: int, head_size: int)
     last_date = _date_before(store, tenant, start)
     expected = start
     purged = 0
-    sha256 = hashlib.sha256
+    sha256 = hashlib.sha256  # canonical.leaf_hash inlined: this is the hot loop
+    leaf_prefix = canonical.LEAF_PREFIX
     loads = orjson.loads
     version = canonical.FORMAT_VERSION
     with closing(store.verify_chunks(tenant, start, end)) as chunks:
@@ -199,7 +199,7 @@ def check_range(store: Store, tenant: str, start: int, end: int, head_size: int)
                     continue
                 if type(body) is not bytes:
                     body = _as_bytes(body)
-                if sha256(_LEAF_PREFIX + body).digest() != leaf:
+                if sha256(leaf_prefix + body).digest() != leaf:
                     raise _fail(tenant, "the stored event does not match its leaf hash", seq)
                 try:
                     obj = loads(body)

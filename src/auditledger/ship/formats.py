@@ -15,7 +15,6 @@ what at-least-once delivery sends twice.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from auditledger import canonical
 from auditledger.errors import ConfigError
 from auditledger.model import to_micros
 
@@ -56,7 +56,7 @@ class Record:
     @property
     def leaf_hash(self) -> bytes:
         if self._leaf is None:
-            self._leaf = hashlib.sha256(b"\x00" + self.body).digest()
+            self._leaf = canonical.leaf_hash(self.body)
         return self._leaf
 
     def event(self) -> dict[str, Any]:
