@@ -42,6 +42,7 @@ import psycopg
 
 from auditledger import AuditLog
 from auditledger.demo import FLOW_NAMES, NAMESPACES, USERS, demo_events
+from auditledger.ledger import uuid7_hex
 from auditledger.model import to_micros
 from auditledger.store.postgres import PostgresStore
 from auditledger.store.sqlite import SQLiteStore
@@ -117,16 +118,23 @@ def backfill(log: AuditLog, events: int, batch: int, days: int) -> float:
 
 
 def raw_rows(events: int, days: int) -> list[tuple[object, ...]]:
-    """The demo events as events rows (body: their JSON; one fixed leaf hash), details last."""
+    """The demo events as events rows (body: their JSON; one fixed leaf hash), details last.
+
+    Ids are time-ordered like the ledger's (UUIDv7 of the row's date): random UUIDv4 ids land
+    all over the id index and made this "ceiling" slower than the product (7.6k vs 10.2k).
+    """
     start, end = _span(days)
     first, step = to_micros(start), (to_micros(end) - to_micros(start)) // max(events, 1)
     leaf = hashlib.sha256(b"leaf").digest()
+    randomness = os.urandom(10 * max(events, 1)).hex()
     rows: list[tuple[object, ...]] = []
     for seq, e in enumerate(demo_events(events)):
         actor = e["actor"]
         assert isinstance(actor, dict)
+        date = first + seq * step
         rows.append(
-            (str(uuid.uuid4()), "main", seq, first + seq * step, e["resource_type"], e["action"], actor["type"],
+            (uuid7_hex(date // 1000, randomness[20 * seq : 20 * seq + 20]), "main", seq, date, e["resource_type"],
+             e["action"], actor["type"],
              actor["id"], actor.get("name"), e.get("outcome", "success"), None, orjson.dumps(e), leaf,
              e.get("details") or {})
         )
