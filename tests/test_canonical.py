@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,3 +69,51 @@ def test_decode_refuses_garbage() -> None:
     for body in (b"not json", b'{"v": 2}', b'{"v": 1}'):
         with pytest.raises(VerificationError):
             canonical.decode(body)
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
+_STATE = st.none() | _TEXT | st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    details=st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,8}", fullmatch=True), _TEXT, max_size=5),
+    before=_STATE,
+    after=_STATE,
+    actor_name=st.none() | _TEXT.filter(bool),
+    occurred=st.booleans(),
+    source=st.none() | st.fixed_dictionaries({"token": _TEXT.filter(bool), "ip": _TEXT.filter(bool)}),
+    tenant=st.from_regex(r"[a-z0-9][a-z0-9_-]{0,10}", fullmatch=True),
+    seq=st.integers(0, 2**40),
+    id=_TEXT,
+)
+def test_prepared_parts_give_the_whole_encoding(
+    details: dict[str, str], before: Any, after: Any, actor_name: str | None, occurred: bool,
+    source: dict[str, str] | None, tenant: str, seq: int, id: str,
+) -> None:
+    """The bytes placed from prepared parts equal the whole object encoded at once (sorted keys, nulls left out),
+    and the leaf hash finished from the prepared hash state equals SHA-256 of 0x00 and those bytes."""
+    raw: dict[str, Any] = {
+        "resource_type": "FLOW", "action": "UPDATE", "details": details, "before": before, "after": after,
+        "actor": {"type": "USER", "id": "u", **({} if actor_name is None else {"name": actor_name})},
+        "occurred_at": "2026-01-01T10:00:00.5Z" if occurred else None,
+        "source": source,
+    }
+    draft = event_input({k: v for k, v in raw.items() if k != "source"}, source=source)
+    date = 1_767_000_000_123_456
+    whole: dict[str, Any] = {
+        "v": 1, "id": id, "tenant": tenant, "seq": seq, "date": "2025-12-29T09:20:00.123456Z",
+        "resource_type": "FLOW", "action": "UPDATE", "actor": draft.actor.to_dict(), "details": draft.details,
+        "outcome": "success", "before": draft.before, "after": draft.after,
+        "occurred_at": "2026-01-01T10:00:00.500000Z" if occurred else None, "source": source or None,
+    }
+    expected = orjson.dumps({k: v for k, v in whole.items() if v is not None}, option=orjson.OPT_SORT_KEYS)
+    prepared = canonical.prepare(draft, tenant)
+    for _ in range(2):  # placing never changes the prepared parts (the hash state is copied)
+        body, leaf = canonical.place(prepared, id=id, seq=seq, date=date)
+        assert body == expected
+        assert leaf == canonical.leaf_hash(body) == hashlib.sha256(b"\x00" + expected).digest()
+    assert canonical.encode(draft, id=id, tenant=tenant, seq=seq, date=date) == expected

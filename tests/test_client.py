@@ -96,16 +96,16 @@ def test_lost_answer_retry_stores_once(server: Server) -> None:
 
 def test_retries_honour_503(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """503 with Retry-After is retried until the server accepts."""
-    original = Writer.submit
+    original = Writer.submit_prepared
     calls = {"n": 0}
 
-    def sometimes_full(self: Writer, tenant: str, drafts: Any) -> Any:
+    def sometimes_full(self: Writer, prepared: Any) -> Any:
         calls["n"] += 1
         if calls["n"] <= 2:
             raise Overloaded("full", 0)
-        return original(self, tenant, drafts)
+        return original(self, prepared)
 
-    monkeypatch.setattr(Writer, "submit", sometimes_full)
+    monkeypatch.setattr(Writer, "submit_prepared", sometimes_full)
     with Client(server.url, server.tokens["ingest@*"], tenant="busy", backoff=0.01) as client:
         receipts = client.record_many([dict(EVENT)])
     assert calls["n"] == 3 and len(receipts) == 1

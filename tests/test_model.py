@@ -133,7 +133,8 @@ def test_invalid_unicode_is_refused() -> None:
 
 
 def test_with_source_keeps_every_other_field() -> None:
-    """The ingest path's ``with_source`` equals ``dataclasses.replace(draft, source=...)``."""
+    """``with_source`` and ``event_input(..., source=...)`` (the ingest path) equal
+    ``dataclasses.replace(draft, source=...)``."""
     import dataclasses
 
     from auditledger.model import event_input, with_source
@@ -153,4 +154,5 @@ def test_with_source_keeps_every_other_field() -> None:
     )
     source = {"token": "tok", "ip": "10.0.0.1"}
     assert with_source(draft, source) == dataclasses.replace(draft, source=source)
+    assert event_input(draft, source=source) == dataclasses.replace(draft, source=source)
     assert [f.name for f in dataclasses.fields(draft)][8] == "source"

@@ -560,8 +560,14 @@ _INPUT_FIELDS = frozenset(
 )
 
 
-def event_input(raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LIMITS) -> EventInput:
-    """Validate one event from a mapping (API/CLI) or an ``EventInput`` (Python callers)."""
+def event_input(
+    raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LIMITS, *, source: Mapping[str, str] | None = None
+) -> EventInput:
+    """Validate one event from a mapping (API/CLI) or an ``EventInput`` (Python callers).
+
+    ``source``: who sent it, stamped by the server (not the caller's to set, so not checked
+    again); replaces any ``source`` of ``raw``, as ``with_source`` would, in one object.
+    """
     if isinstance(raw, EventInput):
         data: Mapping[str, Any] = {name: getattr(raw, name) for name in _INPUT_FIELDS}
     elif isinstance(raw, Mapping):
@@ -576,8 +582,7 @@ def event_input(raw: Mapping[str, Any] | EventInput, limits: Limits = DEFAULT_LI
     if outcome is None:
         raise ValidationError("outcome", f"{str(raw_outcome)[:40]!r} is not 'success' or 'failure'")
     occurred = data.get("occurred_at")
-    source = data.get("source")
-    if source is not None:
+    if source is None and (source := data.get("source")) is not None:
         if not isinstance(source, Mapping):
             raise ValidationError("source", f"expected an object of texts, got {_kind(source)}")
         source = {k: _check_text(v, f"source.{k}", MAX_ACTOR_FIELD, required=True) or "" for k, v in source.items()}

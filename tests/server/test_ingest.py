@@ -127,12 +127,28 @@ def test_writer_groups_and_refuses_when_full(tmp_path: Any) -> None:
     ledger.close()
 
 
+def test_writer_refuses_invalid_text_before_queueing(tmp_path: Any) -> None:
+    """An unpaired surrogate is found while the caller prepares its events: a ValidationError naming the
+    event and field in the caller's thread, nothing queued, nothing stored."""
+    from auditledger.errors import ValidationError
+
+    ledger = AuditLog.open(f"sqlite:///{tmp_path / 'w.db'}")
+    writer = Writer(ledger)
+    bad = event_input({**event(1), "after": "bad \udc80"})
+    with pytest.raises(ValidationError) as info:
+        writer.submit("t", [event_input(event(0)), bad])
+    assert info.value.field == "events[1].after"
+    assert writer.queued == 0 and ledger.count(tenant="t") == 0
+    writer.close()
+    ledger.close()
+
+
 def test_overloaded_is_503_with_retry_after(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the writer's queue is full the API answers 503 with Retry-After (clients back off)."""
 
-    def full(self: Writer, tenant: str, drafts: Any) -> Any:
+    def full(self: Writer, prepared: Any) -> Any:
         raise Overloaded("full", 3)
 
-    monkeypatch.setattr(Writer, "submit", full)
+    monkeypatch.setattr(Writer, "submit_prepared", full)
     r = live.http.post("/api/v1/acme/auditlogs", json=event(1), headers=live.as_header(live.tokens["ingest@acme"]))
     assert r.status_code == 503 and r.headers["retry-after"] == "3"

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
+from auditledger import canonical
 from auditledger.errors import ValidationError
 from auditledger.ledger import AuditLog
-from auditledger.model import Limits, event_input, format_date, with_source
+from auditledger.model import Limits, event_input, format_date, invalid_text_field
 from auditledger.server import shapes
 from auditledger.server.auth import Principal, require
 from auditledger.server.deps import client_ip, get_ledger, get_settings, get_writer, json_response
@@ -115,17 +117,21 @@ async def record(
         raise ValidationError("events", f"has {len(raw)} events, at most {settings.max_batch} per request")
     limits = Limits(max_state_bytes=settings.max_state_bytes)
     source = {"token": principal.token_id, "ip": client_ip(request)}
-    drafts = []
+    prepared = []
     for i, item in enumerate(raw):
         if isinstance(item, dict) and "source" in item:
             raise ValidationError(f"events[{i}].source", "is set by the server (token and source IP)")
         try:
-            draft = event_input(item, limits)
+            draft = event_input(item, limits, source=source)
+            try:
+                # Encoded here, on the request's side of the writer: see Writer.submit_prepared.
+                prepared.append(canonical.prepare(draft, tenant))
+            except orjson.JSONEncodeError:
+                raise ValidationError(invalid_text_field(draft), "is not valid UTF-8 (unpaired surrogate)") from None
         except ValidationError as exc:
             field = exc.field if single else f"events[{i}].{exc.field}"
             raise ValidationError(field, exc.message) from None
-        drafts.append(with_source(draft, source))
-    receipts = await asyncio.wrap_future(get_writer(request).submit(tenant, drafts))
+    receipts = await asyncio.wrap_future(get_writer(request).submit_prepared(prepared))
     request.app.state.metrics.inc("auditledger_events_ingested_total", len(receipts), tenant=tenant)
     return json_response(
         {

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from auditledger.canonical import Prepared
 from auditledger.errors import AuditLedgerError, StoreError
-from auditledger.ledger import AuditLog, Receipt
+from auditledger.ledger import AuditLog, Receipt, prepare
 from auditledger.model import EventInput
 
 
@@ -36,7 +37,7 @@ class Overloaded(AuditLedgerError):
 
 @dataclass(slots=True)
 class _Request:
-    items: list[tuple[str, EventInput]]
+    items: Sequence[Prepared]
     future: Future[list[Receipt]]
 
 
@@ -83,6 +84,11 @@ class Writer:
 
     def submit(self, tenant: str, drafts: Sequence[EventInput]) -> Future[list[Receipt]]:
         """Queue ``drafts`` for ``tenant``; the future gives their receipts after the commit."""
+        return self.submit_prepared(prepare([(tenant, d) for d in drafts]))
+
+    def submit_prepared(self, drafts: Sequence[Prepared]) -> Future[list[Receipt]]:
+        """``submit`` for events prepared by the caller's thread (``ledger.prepare``): the
+        canonical encoding and most of the hashing stay out of the single writer."""
         future: Future[list[Receipt]] = Future()
         if not drafts:
             future.set_result([])
@@ -97,7 +103,7 @@ class Writer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="auditledger-writer", daemon=True)
                 self._thread.start()
-            self._pending.append(_Request([(tenant, d) for d in drafts], future))
+            self._pending.append(_Request(drafts, future))
             self._queued += len(drafts)
             self._cond.notify()
         return future
@@ -143,7 +149,7 @@ class Writer:
         items = [item for request in group for item in request.items]
         start = time.perf_counter()
         try:
-            receipts = self.ledger.append(items)
+            receipts = self.ledger.append_prepared(items)
         except Exception as exc:  # every failure must reach the waiting requests
             if len(group) == 1:
                 self.stats.failures += 1
