@@ -16,8 +16,8 @@ while loading a throwaway benchmark database). With ``--keep`` it is kept
 by the next run with the same ``--events``.
 
     python bench/pg_compare.py [--events 1000000] [--ingest-events 100000] [--batch 1000]
-        [--queries 40] [--keep] [--stores postgres,sqlite]
-        [--pg postgresql://postgres@127.0.0.1:5432/test]
+        [--queries 40] [--keep] [--stores postgres,sqlite] [--ingest-processes 2]
+        [--pg postgresql://postgres@127.0.0.1:5432/test] [--sqlite-db PATH]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import multiprocessing
 import os
 import random
 import statistics
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -49,6 +51,27 @@ from auditledger.store.sqlite import SQLiteStore
 
 EXECUTION_IDS: list[str] = []  # filled from the data, so that rare lookups hit
 LOAD_BATCH = 10_000
+# Ingest run -> CPU seconds per event of (this Python process, the PostgreSQL backends serving it).
+CPU: dict[str, tuple[float, float]] = {}
+
+
+def backend_cpu(base: str, application_name: str) -> float:
+    """CPU seconds so far of the PostgreSQL backends whose connections carry ``application_name``.
+
+    Read from /proc, so only for a server on this machine (nan otherwise). The WAL writer and
+    checkpointer are not counted: they are the same for every variant.
+    """
+    with psycopg.connect(base, autocommit=True) as conn:
+        found = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,))
+        pids = [p for (p,) in found]
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total if pids else float("nan")
 
 
 def _day(moment: datetime) -> str:
@@ -95,26 +118,76 @@ def pg_schema(base: str, name: str | None = None, *, keep: bool = False) -> Iter
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def backfill(log: AuditLog, events: int, batch: int, days: int) -> float:
-    """Demo events spread over ``days`` through ``AuditLog.backfill``; the rate in events/s."""
+def backfill(log: AuditLog, events: int, batch: int, days: int, server: Callable[[], float] | None = None) -> float:
+    """Demo events spread over ``days`` through ``AuditLog.backfill``; the rate in events/s.
+
+    With ``server`` (the store's backends' CPU seconds so far), the CPU per event of both
+    sides goes to ``CPU`` under the store's dialect.
+    """
     start, end = _span(days)
     step = (end - start) / max(events, 1)
     ensure = getattr(log.store, "ensure_partitions", None)
     if ensure is not None:
         ensure(to_micros(start), to_micros(end))
     source = demo_events(events)
-    took = 0.0
+    took = client = 0.0
     done = 0
+    server_before = server() if server is not None else 0.0
     while done < events:
         chunk = list(itertools.islice(source, batch))
         dates = [start + step * (done + i) for i in range(len(chunk))]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         log.backfill(chunk, dates)
         took += time.perf_counter() - t0
+        client += time.process_time() - c0
         done += len(chunk)
         if batch >= LOAD_BATCH and done % 100_000 == 0:
             print(f"  loaded {done:,} events ({done / took:,.0f}/s)", flush=True)
+    if server is not None:
+        CPU["postgres"] = (client / events, (server() - server_before) / events)
     return events / took
+
+
+def _ingest_worker(url: str, tenant: str, events: int, batch: int, days: int, go: Any, out: Any) -> None:
+    """One writer process of ``parallel_ingest``: its batches are made before ``go``, so only appends are timed."""
+    log = AuditLog.open(url)
+    start, end = _span(days)
+    step = (end - start) / max(events, 1)
+    source = list(demo_events(events))
+    batches = [(source[i : i + batch], [start + step * j for j in range(i, min(i + batch, events))])
+               for i in range(0, events, batch)]
+    go.wait()
+    t0 = time.time()
+    for chunk, dates in batches:
+        log.backfill(chunk, dates, tenant=tenant)
+    out.put((t0, time.time()))
+    log.close()
+
+
+def parallel_ingest(url: str, processes: int, events: int, batch: int, days: int) -> float:
+    """``processes`` writers on one store, one tenant each, started together; events/s of all of them.
+
+    The deployment of issue 7: several server processes on one PostgreSQL. Each tenant's
+    appends take turns on its head row; different tenants append in parallel.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    each = events // processes
+    start, end = _span(days)
+    store = PostgresStore(url)  # migrations and partitions once, before the writers start
+    store.ensure_partitions(to_micros(start), to_micros(end))
+    store.close()
+    workers = [
+        ctx.Process(target=_ingest_worker, args=(url, f"t{i}", each, batch, days, go, out)) for i in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(2 + each / 20_000)  # every worker has made its batches (generous)
+    go.set()
+    spans = [out.get(timeout=3600) for _ in workers]
+    for w in workers:
+        w.join()
+    return each * processes / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
 def raw_rows(events: int, days: int) -> list[tuple[object, ...]]:
@@ -152,7 +225,10 @@ def raw_copy(url: str, rows: list[tuple[object, ...]], batch: int, days: int) ->
     )
     text, int8, blob = "text", "int8", "bytea"
     with psycopg.connect(url, autocommit=True) as conn:
-        t0 = time.perf_counter()
+        app = f"al_pgcompare_raw_{uuid.uuid4().hex[:8]}"
+        conn.execute("SELECT set_config('application_name', %s, false)", (app,))
+        server_before = backend_cpu(url, app)
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(rows), batch):
             chunk = rows[i : i + batch]
             with conn.transaction(), conn.cursor() as cur:
@@ -171,7 +247,9 @@ def raw_copy(url: str, rows: list[tuple[object, ...]], batch: int, days: int) ->
                         assert isinstance(details, dict)
                         for k, v in details.items():
                             copy.write_row((r[1], k, v, r[2]))
-        return len(rows) / (time.perf_counter() - t0)
+        took, client = time.perf_counter() - t0, time.process_time() - c0
+        CPU["postgres raw COPY"] = (client / len(rows), (backend_cpu(url, app) - server_before) / len(rows))
+        return len(rows) / took
 
 
 def measure_ingest(args: argparse.Namespace) -> dict[str, float]:
@@ -182,12 +260,20 @@ def measure_ingest(args: argparse.Namespace) -> dict[str, float]:
             rates["sqlite"] = backfill(log, args.ingest_events, args.batch, args.days)
             log.close()
     if "postgres" in args.stores:
-        with pg_schema(args.pg) as (_, url, _):
-            log = AuditLog.open(url)
-            rates["postgres"] = backfill(log, args.ingest_events, args.batch, args.days)
+        with pg_schema(args.pg) as (schema, url, _):
+            app = f"al_pgcompare_{schema}"
+            log = AuditLog.open(f"{url}&application_name={app}")
+            rates["postgres"] = backfill(
+                log, args.ingest_events, args.batch, args.days, server=lambda: backend_cpu(args.pg, app)
+            )
             log.close()
         with pg_schema(args.pg) as (_, url, _):
             rates["postgres raw COPY"] = raw_copy(url, raw_rows(args.ingest_events, args.days), args.batch, args.days)
+        if args.ingest_processes > 1:
+            with pg_schema(args.pg) as (_, url, _):
+                rates[f"postgres, {args.ingest_processes} processes"] = parallel_ingest(
+                    url, args.ingest_processes, args.ingest_events, args.batch, args.days
+                )
     return rates
 
 
@@ -220,7 +306,8 @@ def _loaded(log: AuditLog, events: int) -> bool:
 
 def search_sqlite(args: argparse.Namespace) -> dict[str, tuple[float, float, int]]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(f"/tmp/auditledger-pgcompare-{args.events}.db") if args.keep else Path(tmp) / "search.db"
+        kept = Path(args.sqlite_db or f"/tmp/auditledger-pgcompare-{args.events}.db")
+        path = kept if args.keep else Path(tmp) / "search.db"
         log = AuditLog(SQLiteStore(f"sqlite:///{path}", synchronous="OFF"))
         if not _loaded(log, args.events):
             log.close()
@@ -262,9 +349,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--ingest-processes", type=int, default=1, help="also ingest with this many processes")
     parser.add_argument("--keep", action="store_true", help="keep the searched ledgers and reuse them")
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--sqlite-db", default=None, help="kept SQLite ledger (/tmp/auditledger-pgcompare-N.db)")
     args = parser.parse_args()
     args.stores = [s.strip() for s in args.stores.split(",")]
     if args.ingest_events is None:
@@ -280,9 +369,14 @@ def main() -> None:
           f"queries per class: {args.queries}, days: {args.days}; "
           f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     for name, rate in rates.items():
-        print(f"ingest {name:<18} {rate:>8,.0f} events/s")
+        print(f"ingest {name:<22} {rate:>8,.0f} events/s")
     if "postgres raw COPY" in rates and "postgres" in rates:
         print(f"postgres ingest / raw COPY ceiling: {rates['postgres'] / rates['postgres raw COPY']:.2f}")
+    for name, (client, server) in CPU.items():
+        # Whatever the code, events/s cannot pass cores / (CPU per event) on one machine.
+        cores = os.cpu_count() or 1
+        print(f"CPU per event, {name:<22} client {client * 1e6:5.1f} us, PostgreSQL backend {server * 1e6:5.1f} us; "
+              f"bound on {cores} cores: {cores / (client + server):,.0f} events/s")
     empty = {cls: (float("nan"), float("nan"), 0) for cls in CLASSES}
     sqlite, postgres = results.get("sqlite", empty), results.get("postgres", empty)
     print(f"{'search, first page of 50':<28} {'sqlite p50':>10} {'p95':>8} {'postgres p50':>13} {'p95':>8} {'hits':>5}")
