@@ -156,3 +156,21 @@ def test_with_source_keeps_every_other_field() -> None:
     assert with_source(draft, source) == dataclasses.replace(draft, source=source)
     assert event_input(draft, source=source) == dataclasses.replace(draft, source=source)
     assert [f.name for f in dataclasses.fields(draft)][8] == "source"
+
+
+def test_remembered_actors_are_still_checked() -> None:
+    """A valid actor seen before comes back as the same immutable Actor; anything differing from it is
+    checked again (an extra field, a list where a text belongs, a NUL in a name it has never had)."""
+    from auditledger.model import check_actor
+
+    first = check_actor({"type": "USER", "id": "anna", "name": "Anna"})
+    assert check_actor({"type": "USER", "id": "anna", "name": "Anna"}) is first
+    for bad, field in (
+        ({"type": "USER", "id": "anna", "name": "Anna", "color": "red"}, "actor"),
+        ({"type": "USER", "id": ["anna"], "name": "Anna"}, "actor.id"),
+        ({"type": "USER", "id": "anna", "name": "An\x00na"}, "actor.name"),
+        ({"type": "ROBOT", "id": "anna", "name": "Anna"}, "actor.type"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            check_actor(bad)
+        assert info.value.field == field

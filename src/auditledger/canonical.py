@@ -46,28 +46,58 @@ class Prepared(NamedTuple):
     tail0: bytes  # ',"occurred_at":...,"outcome":...,"resource_type":...,"seq":'
     tail: bytes  # ',"source":{...},"tenant":"...","v":1}'
     hashed: Any  # SHA-256 state after LEAF_PREFIX + head (hashlib object; copied, never updated)
+    # The store's searched columns: resource_type, action, actor_type, actor_id, actor_name,
+    # outcome, idempotency_key (store.Row's fields between date and body).
+    columns: tuple[str, str, str, str, str | None, str, str | None]
 
 
 def prepare(draft: EventInput, tenant: str) -> Prepared:
     """``draft``'s canonical parts for ``tenant``; raises ``orjson.JSONEncodeError`` on invalid UTF-8."""
-    # Each group of members is encoded by orjson with sorted keys; joined in sorted order they
-    # give exactly the bytes of the whole object encoded at once (tests compare the two).
-    first: dict[str, Any] = {"action": draft.action, "actor": draft.actor.to_dict()}
+    # Member by member in sorted key order, each value encoded by orjson with sorted keys: the
+    # same bytes as the whole object encoded at once (a test compares the two), without
+    # building the dicts; this runs once per ingested event.
+    head = b'{"action":' + _dumps(draft.action) + b',"actor":' + _actor_json(draft.actor)
     if draft.after is not None:
-        first["after"] = draft.after
+        head += b',"after":' + _dumps(draft.after, option=_SORT)
     if draft.before is not None:
-        first["before"] = draft.before
-    head = _dumps(first, option=_SORT)[:-1] + b',"date":'
+        head += b',"before":' + _dumps(draft.before, option=_SORT)
+    head += b',"date":'
     middle = b',"details":' + _dumps(draft.details, option=_SORT) + b',"id":'
-    third: dict[str, Any] = {"outcome": draft.outcome.value, "resource_type": draft.resource_type}
+    tail0 = b","
     if draft.occurred_at is not None:
-        third["occurred_at"] = format_date(draft.occurred_at)
-    tail0 = b"," + _dumps(third, option=_SORT)[1:-1] + b',"seq":'
-    last: dict[str, Any] = {"tenant": tenant, "v": FORMAT_VERSION}
+        tail0 += b'"occurred_at":' + _dumps(format_date(draft.occurred_at)) + b","
+    tail0 += _OUTCOME[draft.outcome] + b',"resource_type":' + _dumps(draft.resource_type) + b',"seq":'
+    tail = b","
     if draft.source:
-        last["source"] = draft.source
-    tail = b"," + _dumps(last, option=_SORT)[1:]
-    return Prepared(tenant, draft, head, middle, tail0, tail, hashlib.sha256(LEAF_PREFIX + head))
+        tail += b'"source":' + _dumps(draft.source, option=_SORT) + b","
+    tail += b'"tenant":' + _dumps(tenant) + _VERSION
+    actor = draft.actor
+    columns = (
+        draft.resource_type,
+        draft.action,
+        actor.type.value,
+        actor.id,
+        actor.name,
+        draft.outcome.value,
+        draft.idempotency_key,
+    )
+    return Prepared(tenant, draft, head, middle, tail0, tail, hashlib.sha256(LEAF_PREFIX + head), columns)
+
+
+def _actor_json(actor: Actor) -> bytes:
+    """The actor's encoding, remembered: a ledger's events name few distinct actors (bounded)."""
+    found = _ACTOR_JSON.get(actor)
+    if found is None:
+        found = _dumps(actor.to_dict(), option=_SORT)
+        if len(_ACTOR_JSON) >= 4096:
+            _ACTOR_JSON.clear()
+        _ACTOR_JSON[actor] = found
+    return found
+
+
+_ACTOR_JSON: dict[Actor, bytes] = {}
+_OUTCOME = {o: b'"outcome":' + orjson.dumps(o.value) for o in Outcome}
+_VERSION = b',"v":' + str(FORMAT_VERSION).encode() + b"}"
 
 
 def place(prepared: Prepared, *, id: str, seq: int, date: datetime | int) -> tuple[bytes, bytes]:

@@ -321,6 +321,9 @@ _ACTOR_TYPES = {t.value: t for t in ActorType}
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
+_ACTORS: dict[tuple[object, ...], Actor] = {}
+
+
 def _plain_text(value: object, limit: int) -> bool:
     return type(value) is str and len(value) <= limit and "\x00" not in value
 
@@ -328,22 +331,30 @@ def _plain_text(value: object, limit: int) -> bool:
 def check_actor(value: object) -> Actor:
     # Fast path for the common, valid shape; anything unusual takes the precise path below.
     if type(value) is dict and value.keys() <= _ACTOR_KEYS:
-        kind = value.get("type")
-        ident = value.get("id")
-        if type(kind) is str and kind in _ACTOR_TYPES and _plain_text(ident, MAX_ACTOR_FIELD) and ident:
-            name, ip, agent, by = (
-                value.get("name"),
-                value.get("ip"),
-                value.get("user_agent"),
-                value.get("impersonated_by"),
-            )
-            if (
-                (name is None or _plain_text(name, MAX_ACTOR_FIELD))
-                and (ip is None or _plain_text(ip, MAX_ACTOR_FIELD))
-                and (agent is None or _plain_text(agent, MAX_ACTOR_FIELD))
-                and (by is None or _plain_text(by, MAX_ACTOR_FIELD))
-            ):
-                return Actor(_ACTOR_TYPES[kind], ident, name, ip, agent, by)
+        get = value.get
+        key = (get("type"), get("id"), get("name"), get("ip"), get("user_agent"), get("impersonated_by"))
+        try:
+            # A ledger's events name few distinct actors: one seen valid before is the same
+            # (immutable) Actor again. Only valid values are remembered, so a hit is valid.
+            return _ACTORS[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable (so invalid) member
+            pass
+        kind, ident, name, ip, agent, by = key
+        if (
+            type(kind) is str
+            and kind in _ACTOR_TYPES
+            and ident
+            and _plain_text(ident, MAX_ACTOR_FIELD)
+            and (name is None or _plain_text(name, MAX_ACTOR_FIELD))
+            and (ip is None or _plain_text(ip, MAX_ACTOR_FIELD))
+            and (agent is None or _plain_text(agent, MAX_ACTOR_FIELD))
+            and (by is None or _plain_text(by, MAX_ACTOR_FIELD))
+        ):
+            actor = Actor(_ACTOR_TYPES[kind], ident, name, ip, agent, by)
+            if len(_ACTORS) >= 4096:
+                _ACTORS.clear()
+            _ACTORS[key] = actor
+            return actor
     if isinstance(value, Actor):
         raw: Mapping[str, object] = value.to_dict()
     elif isinstance(value, Mapping):
