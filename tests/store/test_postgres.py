@@ -211,3 +211,35 @@ def test_a_space_in_libpq_options_reaches_the_server() -> None:
         with AuditLog.open(url.replace("options=", "options=-cwork_mem%3D7MB%20", 1)) as log:
             assert log.store.query("SELECT current_setting('work_mem')") == [("7MB",)]
             assert log.store.query("SELECT count(*) FROM heads") == [(0,)]  # the schema is the search path
+
+
+@pytest.mark.parametrize(
+    ("text", "alone"),
+    [
+        ("namespace:company", True),
+        ("namespace:company,company.team", True),
+        ("namespace:company.team,companyx", True),
+        ("namespace:=company", True),
+        ("flowId:flow-1,flow-2", True),
+        ("flowId:flow-1,flow-1", True),
+        ("namespace:comp*,company*", True),
+        ("namespace:*team*", True),
+        ("namespace:*.data", True),
+        ("namespace:*team*,*data*", False),  # contains: whether two values overlap is not known
+        ("executionId:none", True),
+    ],
+)
+def test_a_single_details_term_is_counted_from_details_alone_as_the_reference_counts(text: str, alone: bool) -> None:
+    """A count of one details term (overlapping values included) reads details only and equals the reference."""
+    from auditledger.store.postgres_sql import details_count
+    from tests.store.test_conformance import populate, reference
+
+    with pg_schema() as url, AuditLog.open(url) as log:
+        populate(log)
+        query = parse(text)
+        expected = sum(1 for e in log.iter_search(order="asc") if reference(e, query))
+        assert log.count(query) == expected
+        assert log.count(query, cap=3) == min(expected, 4)  # the cap + 1, as for every count
+        assert (details_count("main", query, 10) is not None) == alone
+        assert details_count("main", parse(f"{text} after:2020-01-01"), 10) is None
+        assert details_count("main", parse(f"-{text}"), 10) is None

@@ -41,7 +41,15 @@ from auditledger.store import (
     VerifyChunk,
     merge_positions,
 )
-from auditledger.store.postgres_sql import DETAIL_KEYS, Dense, dense_count, filtered, has_text, portable
+from auditledger.store.postgres_sql import (
+    DETAIL_KEYS,
+    Dense,
+    dense_count,
+    details_count,
+    filtered,
+    has_text,
+    portable,
+)
 from auditledger.store.sqlite import migrations
 
 log = logging.getLogger(__name__)
@@ -393,6 +401,9 @@ class PostgresStore:
         )
 
     def count(self, tenant: str | None, query: Query, *, cap: int) -> int:
+        alone = details_count(tenant, query, int(cap)) if tenant is not None else None
+        if alone is not None:
+            return int(self._query(*alone, read=True)[0][0])
         # Frequent terms collected, not tested per row: reaching a cap of 10,000 that way probes
         # far more rows than collecting the matches once. A rare free word is still an index lookup.
         keys = self._keys_for(tenant, query)
