@@ -127,6 +127,32 @@ def test_writer_groups_and_refuses_when_full(tmp_path: Any) -> None:
     ledger.close()
 
 
+def test_writer_commits_a_backlog_without_waiting_the_window(tmp_path: Any) -> None:
+    """Events queued while a commit runs are committed as soon as it ends; only a writer woken from
+    idle waits the group-commit window for others to join."""
+    ledger = AuditLog.open(f"sqlite:///{tmp_path / 'w.db'}")
+    writer = Writer(ledger, window_ms=1000)
+    gate = threading.Event()
+    inside = threading.Event()
+
+    def hold(_: Any) -> None:
+        inside.set()
+        gate.wait(10)
+
+    ledger.on_commit(hold)
+    drafts = [event_input(event(i)) for i in range(3)]
+    first = writer.submit("t", drafts)  # from idle: waits the window, then commits and is held
+    assert inside.wait(10)
+    second = writer.submit("t", drafts)  # queued during that commit: the backlog
+    start = time.monotonic()
+    gate.set()
+    first.result(10)
+    assert [r.seq for r in second.result(10)] == [3, 4, 5]
+    assert time.monotonic() - start < 0.8
+    writer.close()
+    ledger.close()
+
+
 def test_writer_refuses_invalid_text_before_queueing(tmp_path: Any) -> None:
     """An unpaired surrogate is found while the caller prepares its events: a ValidationError naming the
     event and field in the caller's thread, nothing queued, nothing stored."""
