@@ -112,6 +112,42 @@ def raw_ceiling(db: Path, n: int) -> None:
           f"{n / wall:,.0f} events/s wall, {n / cpu:,.0f} events/s CPU")
 
 
+def verify_parts(db: Path, n: int) -> None:
+    """Where verify's time goes on SQLite: each of its statements alone, then the hash pass, in CPU µs per event.
+
+    The same SQL as ``store/sqlite_verify.py``, one after another in this thread (verify runs
+    the two checks in worker threads beside the hash pass, so its wall time is about the
+    largest share, its CPU time about the sum).
+    """
+    from auditledger import verify
+    from auditledger.store import CheckedChunk, sqlite_verify
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    step = sqlite_verify.CHUNK
+    ranges = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+    def cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
+        best, out = float("inf"), None
+        for _ in range(3):
+            t0 = time.process_time()
+            out = fn()
+            best = min(best, time.process_time() - t0)
+        return best * 1e6 / n, out
+
+    read, chunks = cpu(lambda: [
+        CheckedChunk(lo, hi, conn.execute(sqlite_verify._LEAVES, ("main", lo, hi)).fetchall(),
+                     conn.execute(sqlite_verify._EVENTS, ("main", lo, hi)).fetchall(), lambda: None)
+        for lo, hi in ranges
+    ])
+    hashing, _ = cpu(lambda: [verify._hash_pass(chunk, -1) for chunk in chunks])
+    columns, _ = cpu(lambda: [conn.execute(sqlite_verify._COLUMNS_CHECK, ("main", *r)).fetchone() for r in ranges])
+    details, _ = cpu(lambda: conn.execute(sqlite_verify._DETAILS_CHECK, (0, step, "main", 0, n)).fetchall())
+    conn.close()
+    print(f"verify's parts, CPU per event: hash pass {read + hashing:.2f} µs (reading leaves and events {read:.2f}, "
+          f"hashing and dates {hashing:.2f}); columns check {columns:.2f} µs; details check {details:.2f} µs; "
+          f"sum {read + hashing + columns + details:.2f} µs")
+
+
 def bench_verify(tmp: Path, n: int, rounds: int) -> None:
     """Verify in one process and in one per CPU, each against the raw ceiling, best of ``rounds``."""
     db = tmp / "verify.db"
@@ -124,6 +160,7 @@ def bench_verify(tmp: Path, n: int, rounds: int) -> None:
         note = tree.make_checkpoint(log.store, "main", signer).note
     cpus = os.cpu_count() or 1
     with AuditLog.open(url) as log:
+        verify_parts(db, n)
         for _ in range(rounds):
             raw_ceiling(db, n)
             for processes in sorted({1, cpus}):

@@ -6,9 +6,12 @@ marked its leaf, and then its details rows are gone too; every indexed column an
 rows (what search filters on) say what the hashed bytes say; dates never go backwards; the
 head's size is the number of positions. The first bad position is named.
 
-The hot loop reads plain tuples (``Store.verify_chunks``), hashes with hashlib and compares
-the indexed columns with the parsed bytes as one tuple: only a mismatch pays for decoding an
-``Event`` and naming the field. A large ledger on a file or PostgreSQL store is cut into one
+Where the store compares the indexed columns and details rows with the hashed bytes itself
+(``Store.checked_chunks``: SQLite, in worker threads), the hot loop here only hashes and checks
+positions and dates; a chunk with any doubt takes the exact check. The exact check reads plain
+tuples (``Store.verify_chunks``), hashes with hashlib and compares the indexed columns with the
+parsed bytes as one tuple: only a mismatch pays for decoding an ``Event`` and naming the field.
+A large ledger on a file or PostgreSQL store is cut into one
 range of positions per CPU: this process checks the first while worker processes check the
 others; the lowest bad position wins.
 """
@@ -19,17 +22,18 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from auditledger import canonical
 from auditledger.errors import VerificationError
 from auditledger.model import Event, format_micros, to_micros
-from auditledger.store import DETAILS_PENDING, Head, Row, Store, open_store
+from auditledger.store import DETAILS_PENDING, CheckedChunk, DatabaseChecks, Head, Row, Store, open_store
 
 # Below this many positions one process is about as quick: each worker pays for starting
 # Python and importing the package (~0.2 s on an idle machine) before it checks anything.
@@ -172,7 +176,114 @@ def _outcome(store: Store, tenant: str, lo: int, hi: int, size: int) -> Outcome:
 
 
 def check_range(store: Store, tenant: str, start: int, end: int, head_size: int) -> int:
-    """Check positions ``[start, end)``; return how many are purged, raise at the first bad one."""
+    """Check positions ``[start, end)``; return how many are purged, raise at the first bad one.
+
+    Where the store runs the comparisons itself (``Store.checked_chunks``), this pass only
+    re-hashes the bodies and checks the positions and dates, running a few chunks ahead of
+    the database's verdicts, which are settled in order (so the first bad position wins). A
+    chunk where anything differs is checked again by :func:`check_exact`, which names the
+    first bad position or finds the alarm false; when the database cannot tell, or after a
+    few false alarms, the rest of the range takes the exact check at once (each exact check
+    of a chunk reads the tenant's details table through, as the whole range does).
+    """
+    checked = store.checked_chunks(tenant, start, end)
+    if checked is None:
+        return check_exact(store, tenant, start, end, head_size)
+    purged = 0
+    resume: int | None = None  # where the exact check takes over the rest of the range
+    alarms = _FALSE_ALARMS
+    with checked as chunks:
+        for hashed in _ahead(chunks, _date_before(store, tenant, start)):
+            checks = hashed.checks()  # asked for every chunk, in order, even one already known to be bad
+            if hashed.ok and checks is not None and checks.agree and checks.dates == hashed.dates:
+                purged += hashed.purged
+            elif checks is None or not alarms:
+                resume = hashed.start
+                break
+            else:
+                alarms -= 1
+                purged += check_exact(store, tenant, hashed.start, hashed.end, head_size)
+    if resume is not None:  # after the workers have stopped
+        purged += check_exact(store, tenant, resume, end, head_size)
+    return purged
+
+
+# Chunks hashed before the oldest one's verdict is waited for: the details check answers only
+# once it has sorted the whole range, and hashing meanwhile keeps both cores busy.
+_AHEAD = 6
+_FALSE_ALARMS = 2  # chunks checked again alone before the exact check takes the rest at once
+
+
+def _ahead(chunks: Iterator[CheckedChunk], last_date: int) -> Iterator[_Hashed]:
+    """The chunks after their hash pass, each given out once ``_AHEAD`` more have been hashed (or at the end)."""
+    pending: deque[_Hashed] = deque()
+    for chunk in chunks:
+        hashed = _hash_pass(chunk, last_date)
+        last_date = hashed.last_date
+        pending.append(hashed)
+        if len(pending) > _AHEAD:
+            yield pending.popleft()
+    yield from pending
+
+
+class _Hashed(NamedTuple):
+    """One chunk after the hash pass: whether it checked out, and what to hold the verdict against."""
+
+    start: int
+    end: int
+    checks: Callable[[], DatabaseChecks | None]
+    ok: bool
+    purged: int
+    dates: str | None  # the indexed dates as the database renders the hashed ones
+    last_date: int
+
+
+def _hash_pass(chunk: CheckedChunk, last_date: int) -> _Hashed:
+    """Positions gap-free, every body hashing to its leaf, every event with a leaf, purges marked, dates growing."""
+    leaves, events = chunk.leaves, chunk.events
+    # seq is the leaves' key: as many as the range holds, first and last in place, is no gap
+    ok = len(leaves) == chunk.end - chunk.start and (not leaves or leaves[-1][0] - leaves[0][0] == len(leaves) - 1)
+    if ok and leaves and leaves[0][0] != chunk.start:
+        ok = False
+    sha256 = hashlib.sha256  # canonical.leaf_hash inlined: this is the hot loop
+    leaf_prefix = canonical.LEAF_PREFIX
+    dates: list[str] = []
+    purged = 0
+    try:
+        if ok and len(events) == len(leaves):  # nothing purged: leaves and events pair up one to one
+            for (seq, leaf, _), (stored, date, body) in zip(leaves, events, strict=True):
+                if seq != stored or sha256(leaf_prefix + body).digest() != leaf or date <= last_date:
+                    ok = False
+                    break
+                last_date = date
+                dates.append(format_micros(date))
+        elif ok:
+            by_seq = {event[0]: event for event in events}
+            for seq, leaf, was_purged in leaves:
+                event = by_seq.pop(seq, None)
+                if event is None:
+                    if not was_purged:
+                        ok = False
+                        break
+                    purged += 1
+                    continue
+                _, date, body = event
+                if sha256(leaf_prefix + body).digest() != leaf or date <= last_date:
+                    ok = False
+                    break
+                last_date = date
+                dates.append(format_micros(date))
+            ok = ok and not by_seq  # else events with no leaf
+    except TypeError:  # a body stored as text, a date that is no number ...
+        ok = False
+    if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
+        last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
+    text = '"' + '","'.join(dates) + '"' if dates else None
+    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, purged, text, last_date)
+
+
+def check_exact(store: Store, tenant: str, start: int, end: int, head_size: int) -> int:
+    """Check positions ``[start, end)`` one by one in Python; return how many are purged, raise at the first bad one."""
     last_date = _date_before(store, tenant, start)
     expected = start
     purged = 0

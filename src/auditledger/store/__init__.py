@@ -8,7 +8,7 @@ lives in the dialect's module; the ledger speaks only this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -98,6 +98,34 @@ class VerifyChunk(NamedTuple):
 VERIFY_CHUNK = 20_000  # positions per VerifyChunk
 
 
+class DatabaseChecks(NamedTuple):
+    """What the database found comparing one chunk's events with their hashed bytes.
+
+    ``agree``: every event's indexed columns (but its date) and details rows say what its
+    hashed bytes say, and no details rows are left at a position without an event.
+    ``dates``: the hashed dates in seq order, as JSON strings joined by ``,`` (None when the
+    chunk holds no event); verify compares them with the indexed dates.
+    """
+
+    agree: bool
+    dates: str | None
+
+
+class CheckedChunk(NamedTuple):
+    """Positions ``[start, end)`` for verify's hash pass, and the database's verdict on them.
+
+    ``leaves``: ``(seq, leaf hash, purged)`` and ``events``: ``(seq, date, body)``, each in seq
+    order. ``checks()`` waits for the database's verdict on the chunk (ask chunk after chunk,
+    in order): None when it could not tell (the chunk then takes the exact check).
+    """
+
+    start: int
+    end: int
+    leaves: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    checks: Callable[[], DatabaseChecks | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Facets:
     """Counts of the matching events by resource type, action, actor type and time bucket."""
@@ -184,6 +212,13 @@ class Store(Protocol):
 
     def verify_chunks(self, tenant: str, start: int, end: int) -> Generator[VerifyChunk, None, None]:
         """Positions ``[start, end)`` in chunks of ``VERIFY_CHUNK``, read from one snapshot where the store can."""
+        ...
+
+    def checked_chunks(
+        self, tenant: str, start: int, end: int
+    ) -> AbstractContextManager[Iterator[CheckedChunk]] | None:
+        """Positions ``[start, end)`` in chunks, with the checks the database runs itself (until the
+        context is left); None when this store leaves every check to verify's exact pass (``verify_chunks``)."""
         ...
 
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +25,7 @@ from auditledger.query import Field, Match, Query, Term
 from auditledger.store import (
     DETAILS_PENDING,
     VERIFY_CHUNK,
+    CheckedChunk,
     Cursor,
     Facets,
     Head,
@@ -581,6 +582,17 @@ class SQLiteStore:
             if not self._memory:
                 with suppress(sqlite3.Error):
                     conn.close()
+
+    def checked_chunks(
+        self, tenant: str, start: int, end: int
+    ) -> AbstractContextManager[Iterator[CheckedChunk]] | None:
+        """The database's checks in worker threads (``sqlite_verify``); not for an in-memory store,
+        whose shared cache would lock writers out while three connections read."""
+        if self._memory:
+            return None
+        from auditledger.store import sqlite_verify
+
+        return sqlite_verify.checked_chunks(self._connect, self.url, tenant, start, end)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._query(sql, params)
