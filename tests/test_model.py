@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from auditledger import Actor, ValidationError
-from auditledger.model import MAX_DETAILS, Limits, event_input
+from auditledger.model import MAX_DETAILS, ActorType, Limits, event_input
 
 
 def good(**over: object) -> dict[str, object]:
@@ -77,6 +77,21 @@ def test_unknown_actor_type() -> None:
 def test_actor_without_id() -> None:
     """An actor needs an id."""
     assert refused(good(actor={"type": "USER"})).field == "actor.id"
+
+
+def test_actor_objects_are_checked_like_mappings() -> None:
+    """An Actor instance (what the integrations pass) meets the same limits as a mapping, naming the field."""
+    anna = Actor.user("anna@acme.io", "Anna", ip="10.0.0.1", user_agent="curl/8")
+    assert event_input(good(actor=anna)).actor is anna
+    assert refused(good(actor=Actor.user(""))).field == "actor.id"
+    assert refused(good(actor=Actor.user("a" * 257))).field == "actor.id"
+    assert refused(good(actor=Actor.user("anna", "A\x00"))).field == "actor.name"
+    assert refused(good(actor=Actor.user("anna", ip="1" * 257))).field == "actor.ip"
+    assert refused(good(actor=Actor.user("anna", user_agent="u" * 257))).field == "actor.user_agent"
+    assert refused(good(actor=Actor.user("anna", impersonated_by="\x00"))).field == "actor.impersonated_by"
+    assert refused(good(actor=Actor("ROBOT", "r2"))).field == "actor.type"  # type: ignore[arg-type]
+    typed = event_input(good(actor=Actor("USER", "bob"))).actor  # type: ignore[arg-type]
+    assert typed.type is ActorType.USER
 
 
 def test_non_utc_date_is_refused() -> None:

@@ -355,8 +355,22 @@ def check_actor(value: object) -> Actor:
                 _ACTORS.clear()
             _ACTORS[key] = actor
             return actor
+    # An Actor (the integrations pass one per event) is immutable: valid fields, the same object back.
+    if (
+        type(value) is Actor
+        and type(value.type) is ActorType
+        and value.id
+        and _plain_text(value.id, MAX_ACTOR_FIELD)
+        and (value.name is None or _plain_text(value.name, MAX_ACTOR_FIELD))
+        and (value.ip is None or _plain_text(value.ip, MAX_ACTOR_FIELD))
+        and (value.user_agent is None or _plain_text(value.user_agent, MAX_ACTOR_FIELD))
+        and (value.impersonated_by is None or _plain_text(value.impersonated_by, MAX_ACTOR_FIELD))
+    ):
+        return value
     if isinstance(value, Actor):
-        raw: Mapping[str, object] = value.to_dict()
+        # Not to_dict(): an Actor built by hand may hold its type as a plain text.
+        raw: Mapping[str, object] = {key: getattr(value, key) for key in _ACTOR_KEYS}
+        raw = {**raw, "type": str(value.type)}
     elif isinstance(value, Mapping):
         raw = value
     else:

@@ -60,6 +60,14 @@ def sessions(capture: Capture) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def stored_secret(s: Session, value: str = "x") -> Secret:
+    """A committed SECRET team/db (its CREATE recorded)."""
+    secret = Secret(namespace="team", key="db", value=value)
+    s.add(secret)
+    s.commit()
+    return secret
+
+
 def test_create_update_delete_record_before_and_after(sessions: sessionmaker[Session], capture: Capture) -> None:
     """Insert, change and delete give CREATE/UPDATE/DELETE with full, changed-only and full states."""
     with sessions() as s:
@@ -83,9 +91,7 @@ def test_create_update_delete_record_before_and_after(sessions: sessionmaker[Ses
 def test_secret_change_is_visible_but_masked(sessions: sessionmaker[Session], capture: Capture) -> None:
     """Changing a secret column records that it changed, never either value."""
     with sessions() as s:
-        secret = Secret(namespace="team", key="db", value="old-password")
-        s.add(secret)
-        s.commit()
+        secret = stored_secret(s, "old-password")
         secret.value = "new-password"
         s.commit()
     event = assert_recorded(capture, action="UPDATE")
@@ -98,9 +104,7 @@ def test_ignored_columns_and_unchanged_values_record_nothing(
 ) -> None:
     """Touching only ignored columns, or setting a column to its own value, is no UPDATE."""
     with sessions() as s:
-        secret = Secret(namespace="team", key="db", value="x")
-        s.add(secret)
-        s.commit()
+        secret = stored_secret(s)
         secret.touched = datetime.now(UTC)
         secret.namespace = "team"
         s.commit()
@@ -117,6 +121,43 @@ def test_update_after_expiry_still_knows_the_old_value(sessions: sessionmaker[Se
         s.commit()
     event = assert_recorded(capture, resource="NOTE", action="UPDATE", details={"id": "1"})
     assert (event["before"], event["after"]) == ({"text": "first"}, {"text": "second"})
+
+
+def test_changes_between_flushes_each_record_their_own_before(
+    sessions: sessionmaker[Session], capture: Capture
+) -> None:
+    """A column changed, flushed and changed again in one transaction gives two UPDATEs, each from the last value."""
+    with sessions() as s:
+        secret = stored_secret(s)
+        secret.namespace = "ops"
+        s.flush()
+        secret.key = "cache"
+        secret.namespace = "dev"
+        s.commit()
+    updates = [(e["before"], e["after"]) for e in recorded(capture) if e["action"] == "UPDATE"]
+    assert updates == [
+        ({"namespace": "team"}, {"namespace": "ops"}),
+        ({"namespace": "ops", "key": "db"}, {"namespace": "dev", "key": "cache"}),
+    ]
+
+
+def test_an_actor_switched_mid_scope_is_the_next_events_actor(capture: Capture) -> None:
+    """The scope's resolved actor follows a change of actor (a login route learns who tries from the body)."""
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    SQLAlchemyAuditor(capture).install(factory)
+    with audit_scope(Actor.user("anna"), ip="10.0.0.1") as scope, factory() as s:
+        s.add(Note(text="by anna"))
+        s.commit()
+        scope.actor = Actor.user("bob")
+        s.add(Note(text="by bob"))
+        s.commit()
+        scope.ip = "10.0.0.2"
+        s.add(Note(text="by bob elsewhere"))
+        s.commit()
+    actors = [(e["actor"]["id"], e["actor"]["ip"]) for e in recorded(capture)]
+    assert actors == [("anna", "10.0.0.1"), ("bob", "10.0.0.1"), ("bob", "10.0.0.2")]
 
 
 def test_rollback_and_savepoints_drop_their_events(sessions: sessionmaker[Session], capture: Capture) -> None:

@@ -20,8 +20,8 @@ the scope the middleware opened (or opens one itself without middleware).
 from __future__ import annotations
 
 import inspect
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -64,16 +64,27 @@ class AuditContextMiddleware:
         self.trust_forwarded = trust_forwarded
         self.tenant = tenant
         self.sink = sink
+        # Only these headers are read: the others are not decoded at all.
+        wanted = {self.request_id_header, b"user-agent"}
+        if self.actor_header is not None:
+            wanted.add(self.actor_header)
+        if trust_forwarded:
+            wanted.add(b"x-forwarded-for")
+        self._wanted = frozenset(wanted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = _headers(scope, self._wanted)
         given = headers.get(self.request_id_header)
-        request_id = given if given and _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if given and _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
+        if self.actor is None:
+            actor = self._found_actor(scope, headers)
+        else:
+            actor = await self._actor(scope, headers)
         audit = AuditScope(
-            actor=await self._actor(scope, headers),
+            actor=actor,
             ip=_client_ip(scope, headers, self.trust_forwarded),
             user_agent=_clip(headers.get(b"user-agent")),
             request_id=request_id,
@@ -102,6 +113,10 @@ class AuditContextMiddleware:
                 raise ConfigError(f"the actor callable returned {type(found).__name__}, not an Actor or None")
             if found is not None:
                 return found
+        return self._found_actor(scope, headers)
+
+    def _found_actor(self, scope: Scope, headers: dict[bytes, str]) -> Actor | None:
+        """The actor of ``scope["user"]`` or of the actor header (no callable, or it returned None)."""
         user = scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):
             return Actor(ActorType.USER, _identity(user), _clip(getattr(user, "display_name", None)))
@@ -120,10 +135,13 @@ def _identity(user: Any) -> str:
     return _clip(str(value)) or "unknown"
 
 
-def _headers(scope: Scope) -> dict[bytes, str]:
+def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each ``wanted`` header."""
     out: dict[bytes, str] = {}
-    for key, value in scope.get("headers", []):
-        out.setdefault(bytes(key).lower(), bytes(value).decode("latin-1"))
+    for key, value in scope.get("headers", ()):
+        name = bytes(key).lower()
+        if name in wanted and name not in out:
+            out[name] = bytes(value).decode("latin-1")
     return out
 
 

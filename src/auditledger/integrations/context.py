@@ -71,17 +71,24 @@ class AuditScope:
     tenant: str | None = None
     sink: Sink | None = None
     details: dict[str, str] = field(default_factory=dict)
+    # (actor, ip, user agent) -> the resolved actor: every event of a request asks again.
+    _resolved: tuple[Actor, str | None, str | None, Actor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def resolved_actor(self) -> Actor | None:
         """The actor with this scope's IP and user agent filled in where the actor has none."""
-        if self.actor is None:
-            return None
         actor = self.actor
+        if actor is None:
+            return None
+        memo = self._resolved
+        if memo is not None and memo[0] is actor and memo[1] is self.ip and memo[2] is self.user_agent:
+            return memo[3]
         ip = self.ip if actor.ip is None else actor.ip
         agent = self.user_agent if actor.user_agent is None else actor.user_agent
-        if ip is actor.ip and agent is actor.user_agent:
-            return actor
-        return replace(actor, ip=ip, user_agent=agent)
+        found = actor if ip is actor.ip and agent is actor.user_agent else replace(actor, ip=ip, user_agent=agent)
+        self._resolved = (actor, self.ip, self.user_agent, found)
+        return found
 
 
 _scope: ContextVar[AuditScope | None] = ContextVar("auditledger_scope", default=None)

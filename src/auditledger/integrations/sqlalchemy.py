@@ -162,16 +162,32 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-_COLUMNS: dict[type, tuple[str, ...]] = {}
+@dataclass(frozen=True, slots=True)
+class _ClassInfo:
+    """What every flush asks about one mapped class, computed once per class."""
+
+    columns: tuple[str, ...]  # the audited columns, in the mapper's order
+    primary_key: tuple[str, ...]
+
+
+_INFO: dict[type, _ClassInfo] = {}
+
+
+def _info(obj: object, spec: ModelSpec) -> _ClassInfo:
+    cls = type(obj)
+    found = _INFO.get(cls)
+    if found is None:
+        mapper = inspect(cls)
+        found = _INFO[cls] = _ClassInfo(
+            tuple(k for k in mapper.column_attrs.keys() if k not in spec.ignore),  # noqa: SIM118
+            tuple(c.key for c in mapper.primary_key),
+        )
+    return found
 
 
 def _columns(obj: object, spec: ModelSpec) -> tuple[str, ...]:
-    """The audited columns of ``obj``'s class, computed once per class (every flush asks)."""
-    cls = type(obj)
-    found = _COLUMNS.get(cls)
-    if found is None:
-        found = _COLUMNS[cls] = tuple(k for k in inspect(cls).column_attrs.keys() if k not in spec.ignore)  # noqa: SIM118
-    return found
+    """The audited columns of ``obj``'s class."""
+    return _info(obj, spec).columns
 
 
 def _snapshot(obj: object, spec: ModelSpec) -> dict[str, Any]:
@@ -188,8 +204,7 @@ def _masked(values: Mapping[str, Any], spec: ModelSpec, changed: bool = False) -
 
 def _details(obj: object, spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, str]:
     if not spec.details:
-        identity = inspect(type(obj)).primary_key
-        pk = [values.get(c.key) if c.key in values else getattr(obj, c.key, None) for c in identity]
+        pk = [values[key] if key in values else getattr(obj, key, None) for key in _info(obj, spec).primary_key]
         return {} if any(v is None for v in pk) else {"id": ",".join(str(v) for v in pk)}
     out: dict[str, str] = {}
     for key, source in spec.details.items():
@@ -203,7 +218,7 @@ def _details(obj: object, spec: ModelSpec, values: Mapping[str, Any]) -> dict[st
             continue
         if source in spec.secret:
             value = MASK
-        out[key] = str(json_value(value))
+        out[key] = value if type(value) is str else str(json_value(value))
     return out
 
 
@@ -262,6 +277,7 @@ class SQLAlchemyAuditor:
         txn = session.get_nested_transaction() or session.get_transaction()
         pending: list[_Pending] = session.info.setdefault(_PENDING_KEY, [])
         snapshots: dict[int, dict[str, Any]] = session.info.pop(_SNAPSHOT_KEY, {})
+        deleted = session.deleted  # a new set at each access: taken once
         for obj in session.new:
             spec = spec_of(obj)
             if spec is not None:
@@ -270,9 +286,9 @@ class SQLAlchemyAuditor:
                 pending.append(_Pending(txn, self._event(spec, "CREATE", _details(obj, spec, values), None, after)))
         for obj in session.dirty:
             spec = spec_of(obj)
-            if spec is not None and obj not in session.deleted:
+            if spec is not None and obj not in deleted:
                 self._update(obj, spec, txn, pending)
-        for obj in session.deleted:
+        for obj in deleted:
             spec = spec_of(obj)
             if spec is not None:
                 values = snapshots.get(id(obj)) or {
@@ -284,9 +300,14 @@ class SQLAlchemyAuditor:
     def _update(self, obj: object, spec: ModelSpec, txn: SessionTransaction | None, pending: list[_Pending]) -> None:
         state = attributes.instance_state(obj)
         columns = _columns(obj, spec)
+        # Only an attribute with an entry in committed_state can have history (SQLAlchemy puts
+        # the old value there on the first change): the other columns need no history call.
+        committed = state.committed_state
         old: dict[str, Any] = {}
         new: dict[str, Any] = {}
         for key in columns:
+            if key not in committed:
+                continue
             history = attributes.get_state_history(state, key)
             if history.has_changes():
                 old[key] = history.deleted[0] if history.deleted else None
