@@ -208,9 +208,9 @@ def check_range(store: Store, tenant: str, start: int, end: int, head_size: int)
     return purged
 
 
-# Chunks hashed before the oldest one's verdict is waited for: the details check answers only
-# once it has sorted the whole range, and hashing meanwhile keeps both cores busy.
-_AHEAD = 6
+# Chunks hashed before the oldest one's verdict is waited for (a million positions): the details
+# check answers only once it has sorted the whole range, and hashing meanwhile keeps both cores busy.
+_AHEAD = 200
 _FALSE_ALARMS = 2  # chunks checked again alone before the exact check takes the rest at once
 
 
@@ -234,7 +234,7 @@ class _Hashed(NamedTuple):
     checks: Callable[[], DatabaseChecks | None]
     ok: bool
     purged: int
-    dates: str | None  # the indexed dates as the database renders the hashed ones
+    dates: bytes | None  # SHA-256 of the indexed dates as the database renders the hashed ones
     last_date: int
 
 
@@ -278,8 +278,8 @@ def _hash_pass(chunk: CheckedChunk, last_date: int) -> _Hashed:
         ok = False
     if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
         last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
-    text = '"' + '","'.join(dates) + '"' if dates else None
-    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, purged, text, last_date)
+    digest = sha256(('"' + '","'.join(dates) + '"').encode()).digest() if dates else None
+    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, purged, digest, last_date)
 
 
 def check_exact(store: Store, tenant: str, start: int, end: int, head_size: int) -> int:

@@ -103,12 +103,12 @@ class DatabaseChecks(NamedTuple):
 
     ``agree``: every event's indexed columns (but its date) and details rows say what its
     hashed bytes say, and no details rows are left at a position without an event.
-    ``dates``: the hashed dates in seq order, as JSON strings joined by ``,`` (None when the
-    chunk holds no event); verify compares them with the indexed dates.
+    ``dates``: SHA-256 of the hashed dates in seq order, as JSON strings joined by ``,`` (None
+    when the chunk holds no event); verify compares it with the same of the indexed dates.
     """
 
     agree: bool
-    dates: str | None
+    dates: bytes | None
 
 
 class CheckedChunk(NamedTuple):

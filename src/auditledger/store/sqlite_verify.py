@@ -10,12 +10,12 @@ statement steps, and these statements return one row per chunk, not one per even
   paths and compares the rendered JSON with ``json_array`` of the indexed columns: equal
   texts mean equal values (both sides escape strings as the canonical form does); a
   canonical body whose text differs only in form is a false alarm, never a miss. The
-  hashed ``date`` goes back as text and is compared in Python with the indexed date
-  (formatting it here cost more than the rest of the statement);
+  hashed ``date`` goes back as text (its SHA-256) and is compared in Python with the
+  indexed date (formatting it here cost more than the rest of the statement);
 - the details check builds, per chunk, one text of ``seq:details`` lines from the bodies
   and the same from the details rows (one sorted pass over the range: the table has no
-  seq index): equal texts mean equal details for every position, leftovers of a purged
-  position included.
+  seq index): equal texts (compared by SHA-256) mean equal details for every position,
+  leftovers of a purged position included.
 
 Any difference, error or doubt sends the chunk back to the exact per-event check in
 Python (``verify.check_exact``), which names the first bad position; so these checks only
@@ -27,6 +27,7 @@ first-wins here and last-wins by orjson in the exact check.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import sqlite3
 import threading
@@ -39,7 +40,9 @@ from auditledger.errors import StoreError
 from auditledger.store import CheckedChunk, DatabaseChecks
 
 CHUNK = 5000  # positions per chunk: small, so that the threads' work overlaps from start to end
-AHEAD = 8  # chunks a worker may run ahead of the verdicts asked for (each holds at most a few MB)
+# Chunks a worker may run ahead of the verdicts asked for: its answers are digests, a few hundred
+# bytes a chunk, so it can run through the sort of the details check without waiting.
+AHEAD = 256
 
 # The hashed fields the columns check reads, in the order of _INDEXED below.
 _PATHS = (
@@ -53,8 +56,9 @@ _INDEXED = (
 # dates are one JSON list without its brackets, its details one ``seq:object`` per line.
 _COLUMNS_CHECK = f"""
 SELECT group_concat(CASE WHEN NOT same THEN seq END),
-       group_concat(hashed_date, ','),
-       group_concat(CASE WHEN details IS NOT '{{}}' THEN seq || ':' || coalesce(details, 'none') END, char(10))
+       CAST(group_concat(hashed_date, ',') AS BLOB),
+       CAST(group_concat(CASE WHEN details IS NOT '{{}}' THEN seq || ':' || coalesce(details, 'none') END, char(10))
+            AS BLOB)
 FROM (SELECT e.seq AS seq,
              json_extract(e.body, {_PATHS}) IS json_array({_INDEXED}) AS same,
              e.body -> '$.date' AS hashed_date,
@@ -66,7 +70,7 @@ FROM (SELECT e.seq AS seq,
 # rows of one seq, so each object lists its keys sorted as the canonical form does; were it
 # ever not so, the texts would differ and the chunk would take the exact check.
 _DETAILS_CHECK = """
-SELECT (seq - ?) / ?, group_concat(seq || ':' || indexed, char(10))
+SELECT (seq - ?) / ?, CAST(group_concat(seq || ':' || indexed, char(10)) AS BLOB)
 FROM (SELECT seq, json_group_object(CAST(key AS TEXT), CAST(value AS TEXT)) AS indexed FROM details
       WHERE tenant = ? AND seq >= ? AND seq < ? GROUP BY seq ORDER BY seq)
 GROUP BY 1 ORDER BY 1
@@ -134,7 +138,7 @@ class _Verdicts:
         self.columns, self.details = columns, details
         self._columns_alive = True
         self._details_state = "reading"  # "reading", "done" (no rows past the last read) or "failed"
-        self._row: tuple[int, str] | None = None  # the latest (chunk index, text) of the details rows
+        self._row: tuple[int, bytes | None] | None = None  # the latest (chunk index, digest) of the details rows
 
     def verdict(self, index: int) -> DatabaseChecks | None:
         found = self.columns.get() if self._columns_alive else None
@@ -160,7 +164,8 @@ def _columns(
         if stop.is_set():
             return
         try:
-            yield conn.execute(_COLUMNS_CHECK, (tenant, lo, hi)).fetchone()
+            flagged, dates, details = conn.execute(_COLUMNS_CHECK, (tenant, lo, hi)).fetchone()
+            yield flagged, _digest(dates), _digest(details)
         except sqlite3.Error:  # a body that is not JSON, a column that cannot go into JSON ...
             yield None  # this chunk takes the exact check; the next ones are checked here again
 
@@ -175,7 +180,12 @@ def _details(
     conn.execute(f"PRAGMA cache_size = -{_SORT_CACHE_KIB}")
     cursor = conn.execute(_DETAILS_CHECK, (start, chunk, tenant, start, end))
     while (row := cursor.fetchone()) is not None:
-        yield (int(row[0]), row[1])
+        yield int(row[0]), _digest(row[1])
+
+
+def _digest(text: bytes | None) -> bytes | None:
+    """A chunk's text as SHA-256 (hashlib releases the GIL for it): what is kept and compared, not megabytes."""
+    return None if text is None else hashlib.sha256(text).digest()
 
 
 class _Worker(threading.Thread):
