@@ -84,7 +84,11 @@ def _process_count(store: Store, size: int, processes: int | None) -> int:
         return max(1, processes) if _shareable(store.url) else 1
     if size < PARALLEL_MIN or not _shareable(store.url):
         return 1
-    return os.cpu_count() or 1
+    cpus = os.cpu_count() or 1
+    # A range the database checks keeps two cores busy by itself (the hash pass here, the SQL in
+    # the store's threads): a second process on two cores only adds its start and a pass over
+    # the details table. checked_chunks starts nothing until its context is entered.
+    return max(1, cpus // 2) if store.checked_chunks("", 0, 0) is not None else cpus
 
 
 def _shareable(url: str) -> bool:

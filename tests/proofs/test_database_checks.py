@@ -230,3 +230,17 @@ def test_the_worker_threads_stop_when_verify_stops_early(ledger: Path, asked: li
     tamper(ledger, "UPDATE events SET action = 'DELETE' WHERE seq = 1")
     assert verified(ledger)[0] == 1
     assert threading.active_count() == before
+
+
+def test_a_large_ledger_takes_one_process_per_two_cpus(ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the database checks run in threads, each range keeps two cores busy: half as many processes."""
+    monkeypatch.setattr(verify.os, "cpu_count", lambda: 8)
+    with AuditLog.open(f"sqlite:///{ledger}") as log:
+        assert verify._process_count(log.store, verify.PARALLEL_MIN, None) == 4
+        assert verify._process_count(log.store, verify.PARALLEL_MIN - 1, None) == 1
+        assert verify._process_count(log.store, 10, 3) == 3
+    monkeypatch.setattr(verify.os, "cpu_count", lambda: 2)
+    with AuditLog.open(f"sqlite:///{ledger}") as log:
+        assert verify._process_count(log.store, verify.PARALLEL_MIN, None) == 1
+    with AuditLog.open("memory://") as log:
+        assert verify._process_count(log.store, verify.PARALLEL_MIN, None) == 1

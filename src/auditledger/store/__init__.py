@@ -217,8 +217,9 @@ class Store(Protocol):
     def checked_chunks(
         self, tenant: str, start: int, end: int
     ) -> AbstractContextManager[Iterator[CheckedChunk]] | None:
-        """Positions ``[start, end)`` in chunks, with the checks the database runs itself (until the
-        context is left); None when this store leaves every check to verify's exact pass (``verify_chunks``)."""
+        """Positions ``[start, end)`` in chunks, with the checks the database runs itself (from entering
+        the context until it is left: nothing starts before); None when this store leaves every check
+        to verify's exact pass (``verify_chunks``)."""
         ...
 
     def close(self) -> None: ...
