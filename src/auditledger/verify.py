@@ -199,7 +199,13 @@ def check_range(store: Store, tenant: str, start: int, end: int, head_size: int)
     with checked as chunks:
         for hashed in _ahead(chunks, _date_before(store, tenant, start)):
             checks = hashed.checks()  # asked for every chunk, in order, even one already known to be bad
-            if hashed.ok and checks is not None and checks.agree and checks.dates == hashed.dates:
+            if (
+                hashed.ok
+                and checks is not None
+                and checks.agree
+                and checks.dates == hashed.dates
+                and (hashed.leaves is None or hashed.leaves == checks.leaves)
+            ):
                 purged += hashed.purged
             elif checks is None or not alarms:
                 resume = hashed.start
@@ -240,10 +246,13 @@ class _Hashed(NamedTuple):
     purged: int
     dates: bytes | None  # SHA-256 of the indexed dates as the database renders the hashed ones
     last_date: int
+    leaves: bytes | None  # SHA-256 of the bodies' leaf hashes joined, where the leaves were not read
 
 
 def _hash_pass(chunk: CheckedChunk, last_date: int) -> _Hashed:
     """Positions gap-free, every body hashing to its leaf, every event with a leaf, purges marked, dates growing."""
+    if chunk.leaves is None:
+        return _hash_full(chunk, last_date)
     leaves, events = chunk.leaves, chunk.events
     # seq is the leaves' key: as many as the range holds, first and last in place, is no gap
     ok = len(leaves) == chunk.end - chunk.start and (not leaves or leaves[-1][0] - leaves[0][0] == len(leaves) - 1)
@@ -283,7 +292,37 @@ def _hash_pass(chunk: CheckedChunk, last_date: int) -> _Hashed:
     if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
         last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
     digest = sha256(('"' + '","'.join(dates) + '"').encode()).digest() if dates else None
-    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, purged, digest, last_date)
+    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, purged, digest, last_date, None)
+
+
+def _hash_full(chunk: CheckedChunk, last_date: int) -> _Hashed:
+    """A chunk with an event at every position (as many as it holds, unique seqs), its leaves unread.
+
+    The bodies' leaf hashes go into one digest, held against the digest of the stored leaves
+    (``DatabaseChecks.leaves``, which also says that every position has a leaf of 32 bytes and
+    an integer seq; the columns check says the same of the events' seqs), so that each body
+    is paired with the leaf of its own position as when both are read.
+    """
+    events = chunk.events
+    sha256 = hashlib.sha256
+    leaf_prefix = canonical.LEAF_PREFIX
+    ok = True
+    dates: list[str] = []
+    try:
+        hashes = [sha256(leaf_prefix + body).digest() for _, _, body in events]
+        for _, date, _ in events:
+            if date <= last_date:
+                ok = False
+                break
+            last_date = date
+            dates.append(format_micros(date))
+    except TypeError:  # a body stored as text, a date that is no number ...
+        ok, hashes = False, []
+    if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
+        last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
+    digest = sha256(('"' + '","'.join(dates) + '"').encode()).digest() if dates else None
+    leaves = sha256(b"".join(hashes)).digest()
+    return _Hashed(chunk.start, chunk.end, chunk.checks, ok, 0, digest, last_date, leaves)
 
 
 def check_exact(store: Store, tenant: str, start: int, end: int, head_size: int) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from auditledger import AuditLog, verify
+from auditledger import AuditLog, canonical, verify
 from auditledger.errors import VerificationError
 from auditledger.model import event_input, with_source
 from auditledger.store import DETAILS_PENDING, DatabaseChecks, sqlite_verify
@@ -77,6 +77,7 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 def tamper(db: Path, *statements: str) -> None:
     conn = attacker(db)
+    conn.create_function("leaf_hash", 1, canonical.leaf_hash)
     for statement in statements:
         conn.execute(statement)
     assert conn.total_changes, "the attack changed nothing"
@@ -138,6 +139,21 @@ ATTACKS = {
     "leaf of another event": (
         212,
         ["UPDATE leaves SET hash = (SELECT hash FROM leaves WHERE seq = 211) WHERE seq = 212"],
+    ),
+    # the chunk's leaf hashes joined are unchanged: only their lengths tell
+    "leaf bytes moved to the next": (
+        224,
+        ["UPDATE leaves SET hash = CAST(substr((SELECT hash FROM leaves WHERE seq = 224), 32, 1) || hash AS BLOB) "
+         "WHERE seq = 225",
+         "UPDATE leaves SET hash = substr(hash, 1, 31) WHERE seq = 224"],
+    ),
+    # body, column and leaf rewritten alike (231 has no details): each body still hashes to the leaf
+    # of its place in the chunk, but the event's seq is no position
+    "seq not an integer": (
+        231,
+        ["UPDATE events SET seq = 231.5, body = CAST(replace(CAST(body AS TEXT), '\"seq\":231,', '\"seq\":231.5,') "
+         "AS BLOB) WHERE seq = 231",
+         "UPDATE leaves SET hash = (SELECT leaf_hash(body) FROM events WHERE seq = 231.5) WHERE seq = 231"],
     ),
 }
 

@@ -105,23 +105,29 @@ class DatabaseChecks(NamedTuple):
     hashed bytes say, and no details rows are left at a position without an event.
     ``dates``: SHA-256 of the hashed dates in seq order, as JSON strings joined by ``,`` (None
     when the chunk holds no event); verify compares it with the same of the indexed dates.
+    ``leaves``: SHA-256 of the chunk's leaf hashes joined in seq order, when every position
+    of the chunk has a leaf of 32 bytes (else None); verify compares it with the same of the
+    bodies' leaf hashes where it did not read the leaves itself.
     """
 
     agree: bool
     dates: bytes | None
+    leaves: bytes | None = None
 
 
 class CheckedChunk(NamedTuple):
     """Positions ``[start, end)`` for verify's hash pass, and the database's verdict on them.
 
     ``leaves``: ``(seq, leaf hash, purged)`` and ``events``: ``(seq, date, body)``, each in seq
-    order. ``checks()`` waits for the database's verdict on the chunk (ask chunk after chunk,
-    in order): None when it could not tell (the chunk then takes the exact check).
+    order; ``leaves`` is None where an event is stored at every position (the database then
+    compares the leaf hashes as one digest: ``DatabaseChecks.leaves``). ``checks()`` waits
+    for the database's verdict on the chunk (ask chunk after chunk, in order): None when it
+    could not tell (the chunk then takes the exact check).
     """
 
     start: int
     end: int
-    leaves: list[tuple[Any, ...]]
+    leaves: list[tuple[Any, ...]] | None
     events: list[tuple[Any, ...]]
     checks: Callable[[], DatabaseChecks | None]
 

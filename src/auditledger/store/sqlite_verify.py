@@ -11,7 +11,9 @@ statement steps, and these statements return one row per chunk, not one per even
   texts mean equal values (both sides escape strings as the canonical form does); a
   canonical body whose text differs only in form is a false alarm, never a miss. The
   hashed ``date`` goes back as text (its SHA-256) and is compared in Python with the
-  indexed date (formatting it here cost more than the rest of the statement);
+  indexed date (formatting it here cost more than the rest of the statement). The same
+  worker hands over each chunk's leaf hashes as one digest, which the hash pass compares
+  with its bodies' hashes (so it reads no leaves where no position is purged);
 - the details check builds, per chunk, one text of ``seq:details`` lines from the bodies
   and the same from the details rows (one sorted pass over the range: the table has no
   seq index): equal texts (compared by SHA-256) mean equal details for every position,
@@ -60,7 +62,7 @@ SELECT group_concat(CASE WHEN NOT same THEN seq END),
        CAST(group_concat(CASE WHEN details IS NOT '{{}}' THEN seq || ':' || coalesce(details, 'none') END, char(10))
             AS BLOB)
 FROM (SELECT e.seq AS seq,
-             json_extract(e.body, {_PATHS}) IS json_array({_INDEXED}) AS same,
+             json_extract(e.body, {_PATHS}) IS json_array({_INDEXED}) AND typeof(e.seq) IS 'integer' AS same,
              e.body -> '$.date' AS hashed_date,
              e.body -> '$.details' AS details
       FROM events e WHERE e.tenant = ? AND e.seq >= ? AND e.seq < ? ORDER BY e.seq)
@@ -75,8 +77,19 @@ FROM (SELECT seq, json_group_object(CAST(key AS TEXT), CAST(value AS TEXT)) AS i
       WHERE tenant = ? AND seq >= ? AND seq < ? GROUP BY seq ORDER BY seq)
 GROUP BY 1 ORDER BY 1
 """
-# The hash pass's reads: two plain range scans cost a fifth less than the join, and the
-# hash pass pairs them by seq.
+# A chunk's leaf hashes as one text, and whether there is one of 32 bytes at every position
+# (integer seqs, unique, in the range: as many as the range holds means all of them). The hash
+# pass compares the digest of this text with the digest of its bodies' leaf hashes, so where an
+# event is stored at every position it reads no leaves (a third of its reading). The primary
+# key's range scan gives the seq order (an ORDER BY here costs half the statement again); any
+# other order would make the digests differ, a false alarm.
+_LEAVES_CHECK = """
+SELECT count(*) = ?1 AND sum(length(hash) = 32 AND typeof(hash) = 'blob' AND typeof(seq) = 'integer') = ?1,
+       CAST(group_concat(hash, '') AS BLOB)
+FROM leaves WHERE tenant = ?2 AND seq >= ?3 AND seq < ?4
+"""
+# The hash pass's reads: events, and leaves only where some position holds no event (two plain
+# range scans cost a fifth less than the join; the hash pass pairs them by seq).
 _LEAVES = "SELECT seq, hash, purged FROM leaves WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq"
 _EVENTS = "SELECT seq, date, body FROM events WHERE tenant = ? AND seq >= ? AND seq < ? ORDER BY seq"
 
@@ -109,8 +122,8 @@ def checked_chunks(
     def read() -> Iterator[CheckedChunk]:
         try:
             for index, (lo, hi) in enumerate(chunks):
-                leaves = conn.execute(_LEAVES, (tenant, lo, hi)).fetchall()
                 events = conn.execute(_EVENTS, (tenant, lo, hi)).fetchall()
+                leaves = None if len(events) == hi - lo else conn.execute(_LEAVES, (tenant, lo, hi)).fetchall()
                 yield CheckedChunk(lo, hi, leaves, events, partial(verdicts.verdict, index))
         except sqlite3.Error as exc:
             raise StoreError(f"read failed on {url}: {exc}") from None
@@ -152,9 +165,9 @@ class _Verdicts:
                 self._row = item
         if found is None or self._details_state == "failed":
             return None
-        flagged, dates, body_details = found
+        flagged, dates, body_details, leaves = found
         rows = self._row[1] if self._row is not None and self._row[0] == index else None
-        return DatabaseChecks(flagged is None and body_details == rows, dates)
+        return DatabaseChecks(flagged is None and body_details == rows, dates, leaves)
 
 
 def _columns(
@@ -165,7 +178,8 @@ def _columns(
             return
         try:
             flagged, dates, details = conn.execute(_COLUMNS_CHECK, (tenant, lo, hi)).fetchone()
-            yield flagged, _digest(dates), _digest(details)
+            complete, leaves = conn.execute(_LEAVES_CHECK, (hi - lo, tenant, lo, hi)).fetchone()
+            yield flagged, _digest(dates), _digest(details), _digest(leaves) if complete else None
         except sqlite3.Error:  # a body that is not JSON, a column that cannot go into JSON ...
             yield None  # this chunk takes the exact check; the next ones are checked here again
 
