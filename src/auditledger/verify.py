@@ -19,6 +19,7 @@ others; the lowest bad position wins.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import subprocess
 import sys
@@ -287,7 +288,7 @@ def _hash_pass(chunk: CheckedChunk, last_date: int) -> _Hashed:
                 last_date = date
                 dates.append(format_micros(date))
             ok = ok and not by_seq  # else events with no leaf
-    except TypeError:  # a body stored as text, a date that is no number ...
+    except (TypeError, ValueError):  # a body stored as text, a date that is no integer ...
         ok = False
     if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
         last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
@@ -305,19 +306,21 @@ def _hash_full(chunk: CheckedChunk, last_date: int) -> _Hashed:
     """
     events = chunk.events
     sha256 = hashlib.sha256
-    leaf_prefix = canonical.LEAF_PREFIX
-    ok = True
+    prefixed = sha256(canonical.LEAF_PREFIX)  # copied for each body: cheaper than hashing prefix + body anew
     dates: list[str] = []
+    hashes: list[bytes] = []
     try:
-        hashes = [sha256(leaf_prefix + body).digest() for _, _, body in events]
-        for _, date, _ in events:
-            if date <= last_date:
-                ok = False
-                break
-            last_date = date
-            dates.append(format_micros(date))
-    except TypeError:  # a body stored as text, a date that is no number ...
-        ok, hashes = False, []
+        for _, _, body in events:
+            leaf = prefixed.copy()
+            leaf.update(body)
+            hashes.append(leaf.digest())
+        stored = [event[1] for event in events]
+        ok = stored[0] > last_date and all(map(operator.lt, stored, stored[1:]))
+        if ok:
+            dates = list(map(format_micros, stored))
+            last_date = stored[-1]
+    except (TypeError, ValueError):  # a body stored as text, a date that is no integer ...
+        ok = False
     if not ok:  # the exact check decides; if it passes, the chunk's last date is where the next goes on
         last_date = next((e[1] for e in reversed(events) if isinstance(e[1], int)), last_date)
     digest = sha256(('"' + '","'.join(dates) + '"').encode()).digest() if dates else None
@@ -365,7 +368,8 @@ def check_exact(store: Store, tenant: str, start: int, end: int, head_size: int)
                     hashed = None
                 rows = details.get(seq)
                 indexed = loads(rows[1]) if rows is not None else {}
-                stored = (version, seq, tenant, id, format_micros(date), rtype, action, atype, aid, aname, outcome,
+                stored_date = format_micros(date) if type(date) is int else None  # a date that is no integer differs
+                stored = (version, seq, tenant, id, stored_date, rtype, action, atype, aid, aname, outcome,
                           indexed)  # fmt: skip
                 if hashed != stored or (rows is not None and rows[0] != len(indexed)):
                     raise _mismatch(tenant, position, body, leaf, rows)

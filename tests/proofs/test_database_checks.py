@@ -115,6 +115,8 @@ ATTACKS = {
     "actor name escaped": (145, ["UPDATE events SET actor_name = replace(actor_name, '\"', '\\\"') WHERE seq = 145"]),
     "outcome": (140, ["UPDATE events SET outcome = 'failure' WHERE seq = 140 AND outcome = 'success'"]),
     "date": (150, ["UPDATE events SET date = date + 1 WHERE seq = 150"]),
+    "date not an integer": (240, ["UPDATE events SET date = date + 0.5 WHERE seq = 240"]),
+    "date as text": (241, ["UPDATE events SET date = 'yesterday' WHERE seq = 241"]),
     "seq": (160, ["UPDATE events SET seq = -1 WHERE seq = 160", "UPDATE leaves SET seq = -1 WHERE seq = 160"]),
     "details value": (170, ["UPDATE details SET value = 'forged' WHERE seq = 170 AND key = 'namespace'"]),
     "details key": (171, ["UPDATE details SET key = 'namespacf' WHERE seq = 171 AND key = 'namespace'"]),
