@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,24 @@ def test_bad_options_are_refused_by_name(tmp_path: Path, option: str, message: s
     with pytest.raises(ConfigError, match=message):
         SQLiteStore(f"sqlite:///{tmp_path / 'a.db'}{option}")
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_a_new_connection_opens_while_a_write_is_in_progress(tmp_path: Path) -> None:
+    """A new file gets incremental auto_vacuum; a later connection (verify opens three, each thread
+    its reader) does not set it again: that rewrote and synced the header, so it waited for the
+    write lock, behind a long write, and failed once the busy timeout ran out."""
+    db = tmp_path / "a.db"
+    with AuditLog.open(f"sqlite:///{db}") as log:
+        log.record("FLOW", "CREATE", {"type": "USER", "id": "anna"})
+    store = SQLiteStore(f"sqlite:///{db}", busy_timeout_ms=300)
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert store.query("PRAGMA auto_vacuum")[0][0] == 2
+        writer.execute("BEGIN IMMEDIATE")
+        conn = store._connect()  # before: "database is locked" once the busy timeout ran out
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+        conn.close()
+    finally:
+        writer.close()
+        store.close()
