@@ -273,6 +273,19 @@ def test_scan_returns_ranges_with_leaves_and_details(log: AuditLog) -> None:
     assert list(log.store.scan("nobody")) == []
 
 
+@pytest.mark.parametrize("count", [0, 1, 16, 17, 64])
+def test_one_event_keeps_every_detail(log: AuditLog, count: int) -> None:
+    """A single recorded event (SQLite's one-statement path, up to 16 details, then row by row) stores each detail."""
+    details = {f"k{i:02d}": f"v{i}" for i in range(count)}
+    receipt = log.record("FLOW", "UPDATE", {"type": "USER", "id": "ann"}, details=details)
+    (position,) = log.store.scan("main", receipt.seq, receipt.seq + 1)
+    assert position.row is not None and dict(position.row.details) == details
+    assert log.get(receipt.id).details == details
+    if count:
+        assert log.count(parse(f"k{count - 1:02d}:v{count - 1}")) == 1
+    assert log.verify().sizes == {"main": 1}
+
+
 def _purge(log: AuditLog, seq: int, *, mark_leaf: bool = True) -> None:
     """The purge path as retention runs it: open the gate, delete, mark the leaf, close the gate."""
     with log.store.write() as txn:
