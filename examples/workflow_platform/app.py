@@ -30,7 +30,7 @@ from sqlalchemy.pool import StaticPool
 
 from auditledger import Actor
 from auditledger.integrations import audit_extra, audit_scope, audited
-from auditledger.integrations.asgi import AuditContextMiddleware, audit_actor, set_current_actor
+from auditledger.integrations.asgi import AuditContextMiddleware, audit_user, set_current_actor
 from auditledger.integrations.context import Sink
 from auditledger.integrations.logging import AuditLogHandler
 from auditledger.integrations.sqlalchemy import SQLAlchemyAuditor
@@ -165,11 +165,12 @@ def create_app(
     def to_actor(user: User | None) -> Actor | None:
         return None if user is None else Actor.user(user.email, user.name)
 
-    if audit_on:
-        app.router.dependencies.append(Depends(audit_actor(current_user, to_actor=to_actor)))
+    # Every route that authenticates asks for the user through this: audited, it also makes
+    # the user the current actor (one solve per request; see audit_user).
+    authenticated = audit_user(current_user, to_actor=to_actor) if audit_on else current_user
 
     def require(*roles: str) -> Callable[..., User]:
-        def check(user: User | None = Depends(current_user)) -> User:
+        def check(user: User | None = Depends(authenticated)) -> User:
             if user is None:
                 raise HTTPException(401, "send Authorization: Bearer <api token>")
             if user.role not in roles:

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Header
 from auditledger import Actor
 from auditledger.errors import ConfigError
 from auditledger.integrations import current_actor, current_scope
-from auditledger.integrations.asgi import AuditContextMiddleware, audit_actor
+from auditledger.integrations.asgi import AuditContextMiddleware, audit_actor, audit_user
 from auditledger.integrations.context import build_event
 
 
@@ -111,6 +111,42 @@ def test_dependency_sets_actor_for_sync_and_async_endpoints_without_middleware()
     for path in ("/sync", "/async"):
         body = call(app, path, {"x-user": "bob@acme.io", "user-agent": "ua"})
         assert body.json() == {"type": "USER", "id": "bob@acme.io", "ip": "203.0.113.7", "user_agent": "ua"}
+
+
+def test_audit_user_answers_the_user_and_solves_the_authentication_once() -> None:
+    """audit_user gives the endpoint the dependency's own value, makes its actor current, and runs it once."""
+    app = FastAPI()
+    calls: list[str] = []
+
+    def who(x_user: str = Header()) -> dict[str, str]:
+        calls.append(x_user)
+        return {"email": x_user}
+
+    user_of = audit_user(who, to_actor=lambda u: Actor.user(u["email"]))
+
+    def check(user: dict[str, str] = Depends(user_of)) -> dict[str, str]:
+        return user
+
+    @app.get("/sync")
+    def sync_view(user: dict[str, str] = Depends(check), again: dict[str, str] = Depends(user_of)) -> dict[str, Any]:
+        actor = current_actor()
+        return {"user": user, "same": user is again, "actor": None if actor is None else actor.to_dict()}
+
+    body = call(app, "/sync", {"x-user": "bob@acme.io", "user-agent": "ua"}).json()
+    assert body == {
+        "user": {"email": "bob@acme.io"},
+        "same": True,
+        "actor": {"type": "USER", "id": "bob@acme.io", "ip": "203.0.113.7", "user_agent": "ua"},
+    }
+    assert calls == ["bob@acme.io"]
+    bad = FastAPI()
+
+    @bad.get("/", dependencies=[Depends(audit_user(lambda: {"email": "x"}))])
+    async def view() -> None:
+        return None
+
+    with pytest.raises(ConfigError, match="to_actor"):
+        call(bad, "/")
 
 
 def test_dependency_returning_a_non_actor_is_a_config_error() -> None:
