@@ -5,7 +5,10 @@ auditing off; to an embedded ledger (SQLite, WAL, synchronous=FULL, the
 default); the same with synchronous=NORMAL; and through the HTTP client in
 background-batching mode (``Queued(Client(...))``) to a real ``auditledger
 serve`` process on 127.0.0.1. Requests go through the full ASGI stack
-in-process (httpx.ASGITransport).
+in-process (httpx.ASGITransport). ``--breakdown`` adds two modes that split the
+embedded cost: a sink that keeps nothing (the capture path alone: middleware,
+actor dependency, flush hooks) and an in-memory ledger (the ledger's work
+without the disk).
 
 Keeping the comparison honest on a shared machine:
 
@@ -109,6 +112,13 @@ class CountingTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+class NullSink:
+    """A sink that takes each batch and keeps nothing: what the capture path costs by itself."""
+
+    def record_many(self, events: Any, *, tenant: str = "main") -> list[None]:
+        return [None for _ in events]
+
+
 class Driver:
     def __init__(self, app: Any) -> None:
         self.http = httpx.AsyncClient(
@@ -141,6 +151,11 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     sinks["embedded"] = ledger
     # The same ledger with synchronous=NORMAL: WAL commits survive an application crash, not a power cut.
     sinks["embed-normal"] = AuditLog(SQLiteStore(f"sqlite:///{folder / 'embedded-normal.db'}", synchronous="NORMAL"))
+    if args.breakdown:
+        # Where the embedded cost goes: the capture path alone (a sink that keeps nothing),
+        # then the ledger's work without the disk (an in-memory store).
+        sinks["null-sink"] = NullSink()
+        sinks["embed-memory"] = AuditLog.open("memory://")
     client = server = transport = None
     if not args.no_client:
         try:
@@ -238,6 +253,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500, help="the client's batch_size")
     parser.add_argument("--flush-interval", type=float, default=0.2, help="the client's flush_interval (linger), s")
     parser.add_argument("--seed", type=int, default=1, help="seed of the rounds' random order")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="two more modes: a sink that keeps nothing, an in-memory ledger"
+    )
     parser.add_argument("--no-client", action="store_true", help="skip the client + server mode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
