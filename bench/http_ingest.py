@@ -8,9 +8,12 @@ ingest token, so authentication is part of the cost), then
 * one client sends ``--singles`` one-event requests: p50/p99 latency
   (target p99 < 25 ms).
 
-then, for comparison, the embedded ceiling of the same machine: ``AuditLog.record_many``
-and raw ``sqlite3.executemany`` (``bench/ingest.py``) with batches of
-clients x batch events, the most one group commit takes from those clients.
+and where the time goes: the server process's CPU per event (its event-loop thread,
+which parses, validates and encodes, apart from its other threads: the group-commit
+writer, the checkpointer) and the clients' own, read from ``/proc`` (Linux) and
+``time.process_time`` around the batched run; then, for comparison, the embedded
+ceiling of the same machine: ``AuditLog.record_many`` and raw ``sqlite3.executemany``
+(``bench/ingest.py``) with batches of clients x batch events, the most one group commit takes from those clients.
 
     python bench/http_ingest.py [--events 200000] [--batch 500] [--clients 4] [--singles 1000] [--ceiling 100000]
 """
@@ -96,12 +99,16 @@ def main() -> None:
                         errors.append(f"{r.status_code} {r.text[:200]}")
 
         threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+        cpu_before = thread_cpu(server.pid)
+        client_before = time.process_time()
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_before
+        cpu_after = thread_cpu(server.pid)
         if errors:
             raise SystemExit(f"{len(errors)} failed requests, first: {errors[0]}")
         print(f"batched: {args.events:,} events, {args.clients} clients x {args.batch} per request: "
@@ -112,6 +119,13 @@ def main() -> None:
             busy = writer.get("auditledger_writer_commit_seconds_total", 0.0) / elapsed
             print(f"group commit: {commits:,.0f} commits, {args.events / commits:,.0f} events per commit, "
                   f"writer busy {busy:.0%} of the run")
+        if cpu_after:
+            loop = cpu_after.get(server.pid, 0.0) - cpu_before.get(server.pid, 0.0)
+            total = sum(cpu_after.values()) - sum(cpu_before.get(t, 0.0) for t in cpu_after)
+            per = 1e6 / args.events
+            print(f"CPU per event: server {total * per:.1f} us ({total / elapsed:.2f} cores): event loop "
+                  f"{loop * per:.1f}, other threads (writer, checkpoint) {(total - loop) * per:.1f}; "
+                  f"clients {client_cpu * per:.1f} us; load {os.getloadavg()[0]:.1f}")
 
         one = [orjson.dumps(e) for e in demo_events(args.singles, seed=12)]
         latencies = []
@@ -131,6 +145,24 @@ def main() -> None:
         server.wait(10)
     if args.ceiling:
         ceiling(args.ceiling, args.batch * args.clients)
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid``, from ``/proc``; {} elsewhere."""
+    found: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended in between
+        found[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 def writer_metrics(url: str) -> dict[str, float]:

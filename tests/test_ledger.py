@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from auditledger import Actor, AuditLog, NotFoundError, Query, ValidationError, VerificationError
+from auditledger import Actor, AuditLog, NotFoundError, Query, ValidationError, VerificationError, canonical
 from auditledger.demo import demo_events
 from auditledger.query import Field, Match, Term
 
@@ -238,3 +238,31 @@ def test_uuid7_from_hex_randomness_equals_the_byte_form() -> None:
         for _ in range(300):
             rand = os.urandom(10)
             assert uuid7_hex(ms, rand.hex()) == uuid7(ms, rand)
+
+
+def test_a_batch_over_several_leaves_statements_is_stored_whole(ledger: AuditLog, db_url: str) -> None:
+    """A batch of 2 x 250 + 101 events (leaves go in by statements of 250 rows) stores one leaf per
+    position, each the hash of its event, and verifies; so does a batch that fills statements exactly."""
+    first = ledger.record_many([flow(i) for i in range(601)])
+    second = ledger.record_many([flow(i) for i in range(250)], tenant="acme")
+    assert [r.seq for r in first] == list(range(601)) and [r.seq for r in second] == list(range(250))
+    report = ledger.verify()
+    assert report.sizes == {"main": 601, "acme": 250}
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        rows = conn.execute(
+            "SELECT l.seq, l.hash, e.body FROM leaves l JOIN events e ON e.tenant = l.tenant AND e.seq = l.seq "
+            "WHERE l.tenant = 'main' ORDER BY l.seq"
+        ).fetchall()
+    assert [seq for seq, _, _ in rows] == list(range(601))
+    assert all(bytes(leaf) == canonical.leaf_hash(bytes(body)) for _, leaf, body in rows)
+
+
+def test_uuid7_hex_never_reuses_another_milliseconds_prefix() -> None:
+    """The remembered millisecond text of ``uuid7_hex`` follows the argument, back and forth."""
+    import os
+
+    from auditledger.ledger import uuid7, uuid7_hex
+
+    for ms in (5, 1_732_000_000_123, 5, 6, 1_732_000_000_123):
+        rand = os.urandom(10)
+        assert uuid7_hex(ms, rand.hex()) == uuid7(ms, rand)

@@ -206,8 +206,8 @@ class AuditLog:
             rows: list[Row] = []
             now = to_micros_now()
             for i, p in enumerate(items):
-                tenant, draft = p.tenant, p.draft
-                key = draft.idempotency_key
+                tenant = p.tenant
+                key = p.columns[6]  # the idempotency key
                 if key is not None and (tenant, key) in known:
                     id, seq = known[(tenant, key)]
                     receipts[i] = Receipt(id, tenant, seq, from_micros(0), duplicate=True)
@@ -218,7 +218,7 @@ class AuditLog:
                 id = uuid7_hex(date // 1000, randomness[20 * i : 20 * i + 20])
                 body, leaf = canonical.place(p, id=id, seq=seq, date=date)
                 # Row's fields in order; the searched columns were taken out when the event was prepared.
-                rows.append(Row._make((id, tenant, seq, date, *p.columns, body, leaf, draft.details)))
+                rows.append(Row._make((id, tenant, seq, date, *p.columns, body, leaf, p.draft.details)))
                 head.size = seq + 1
                 head.last_date = date
                 if key is not None:
@@ -345,9 +345,17 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 def uuid7_hex(unix_ms: int, rand_hex: str) -> str:
     """``uuid7`` from 20 hex digits of randomness: the hot path of ``append``, a few string slices."""
-    ms = f"{unix_ms & 0xFFFF_FFFF_FFFF:012x}"
+    global _LAST_MS
+    ms, prefix = _LAST_MS
+    if ms != unix_ms:  # a batch's events mostly share their millisecond: its text is made once
+        text = f"{unix_ms & 0xFFFF_FFFF_FFFF:012x}"
+        prefix = f"{text[:8]}-{text[8:]}-7"
+        _LAST_MS = (unix_ms, prefix)
     r = rand_hex
-    return f"{ms[:8]}-{ms[8:]}-7{r[1:4]}-{_VARIANT[r[4]]}{r[5:8]}-{r[8:20]}"
+    return f"{prefix}{r[1:4]}-{_VARIANT[r[4]]}{r[5:8]}-{r[8:20]}"
+
+
+_LAST_MS: tuple[int, str] = (-1, "")
 
 
 def encode_cursor(cursor: Cursor) -> str:

