@@ -230,3 +230,37 @@ def test_a_fresh_run_is_not_taken_for_an_orphan(ledger: AuditLog) -> None:
     clock.now += timedelta(seconds=10)
     assert Jobs(ledger, holder="other", clock=clock).fail_orphaned_runs() == []
     assert run_id is not None and jobs.get_run(run_id).status == "CREATED"
+
+
+def test_the_tick_deletes_runs_leases_long_expired_and_keeps_live_ones(ledger: AuditLog) -> None:
+    """Every process that ran a job leaves a runs lease; the tick removes those expired a lease period ago."""
+    _check_runs_leases_cleanup(ledger)
+
+
+def test_runs_leases_cleanup_on_postgresql() -> None:
+    from tests.store.pg import pg_schema
+
+    with pg_schema() as url, AuditLog.open(url) as log:
+        _check_runs_leases_cleanup(log)
+
+
+def _check_runs_leases_cleanup(ledger: AuditLog) -> None:
+    clock = Clock(datetime(2026, 1, 10, 1, 0, tzinfo=UTC))
+    gone = Jobs(ledger, holder="gone-proc", clock=clock)
+    live = Jobs(ledger, holder="live-proc", clock=clock, run_lease_seconds=3600)
+    job, _ = gone.apply(KESTRA_EXAMPLE)
+    gone.run_now(job)  # ends; its lease stays until it expires
+
+    def leases() -> set[str]:
+        return {str(r[0]) for r in ledger.store.query("SELECT name FROM leases WHERE name LIKE 'runs:%'", [])}
+
+    with live.alive():
+        assert leases() == {"runs:gone-proc", "runs:live-proc"}
+        clock.now += timedelta(seconds=45)  # expired 15 s ago: less than a lease period
+        gone.fail_orphaned_runs()
+        assert leases() == {"runs:gone-proc", "runs:live-proc"}
+        clock.now += timedelta(seconds=30)
+        Scheduler(Jobs(ledger, holder="scheduler", clock=clock)).tick()
+        assert "runs:gone-proc" not in leases() and "runs:live-proc" in leases()
+    gone.run_now(job)  # a process that comes back renews its lease anew
+    assert "runs:gone-proc" in leases()

@@ -278,7 +278,10 @@ class Jobs:
             txn.execute("UPDATE leases SET expires_at = ? WHERE name = ?", [until, name])
 
     def fail_orphaned_runs(self) -> list[str]:
-        """End as FAILED every CREATED or RUNNING run whose process's runs lease has expired; their ids."""
+        """End as FAILED every CREATED or RUNNING run whose process's runs lease has expired; their ids.
+
+        Runs leases expired for longer than a lease period are deleted on the way.
+        """
         now = to_micros(self.clock())
         grace = int(self.run_lease_seconds * 1_000_000)
         failed: list[str] = []
@@ -302,6 +305,11 @@ class Jobs:
                 )
                 if done:
                     failed.append(str(run_id))
+            # Each process that ever ran a job left its runs lease behind. Expired and absent mean the
+            # same above, and a process that renews again inserts its row anew, so an expired one goes.
+            txn.execute(
+                f"DELETE FROM leases WHERE name LIKE '{RUNS_LEASE}%' AND expires_at < ?", [now - grace]
+            )
         return failed
 
     def execute(
