@@ -16,7 +16,7 @@
 Wall and CPU (process) times are printed: on a shared machine CPU time is the
 steadier figure.
 
-    python bench/proofs.py [--events 50000] [--proof-size 1000000] [--proofs 2000] [--rounds 3]
+    python bench/proofs.py [--events 50000] [--proof-size 1000000] [--proofs 2000] [--rounds 3] [--threads]
 """
 
 from __future__ import annotations
@@ -154,7 +154,70 @@ def verify_parts(db: Path, n: int) -> None:
           f"sum {read + hashing + columns + details:.2f} µs")
 
 
-def bench_verify(tmp: Path, n: int, rounds: int) -> None:
+def _schedstat() -> tuple[float, float]:
+    """This thread's time running and waiting for a CPU, in seconds (Linux); zeros elsewhere."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            running, waiting, _ = f.read().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(running) / 1e9, int(waiting) / 1e9
+
+
+def verify_threads(log: AuditLog, processes: int) -> None:
+    """One verify, each thread of the calling process timed: running, waiting for a CPU, blocked.
+
+    Blocked is neither running nor runnable: waiting for the GIL, a verdict or a worker process.
+    The worker processes are seen from here: their CPU (all of it, start included) and how long
+    this process waits for them once its own range is checked.
+    """
+    from auditledger import verify
+    from auditledger.store import sqlite_verify
+
+    spans: list[tuple[str, float, float, float, float]] = []  # name, start, wall, running, waiting
+    t0 = time.perf_counter()
+
+    def timed_call(name: str | None, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start, (running, waiting) = time.perf_counter(), _schedstat()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                r, w = _schedstat()
+                spans.append((name or args[0].role, start - t0, time.perf_counter() - start, r - running, w - waiting))
+        return call
+
+    created: list[object] = []
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        originals[0](self, *args, **kwargs)
+        self.role = ("columns worker", "details worker")[len(created) % 2]  # created in this order per range
+        created.append(self)
+
+    originals = (sqlite_verify._Worker.__init__, sqlite_verify._Worker.run, verify.check_range, verify._answers)
+    sqlite_verify._Worker.__init__ = init  # type: ignore[method-assign]
+    sqlite_verify._Worker.run = timed_call(None, originals[1])  # type: ignore[method-assign]
+    verify.check_range = timed_call("calling thread", originals[2])  # type: ignore[assignment]
+    verify._answers = timed_call("waiting for the workers", originals[3])  # type: ignore[assignment]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        wall, cpu = timed(lambda: log.verify(processes=processes))
+    finally:
+        (sqlite_verify._Worker.__init__, sqlite_verify._Worker.run,  # type: ignore[method-assign]
+         verify.check_range, verify._answers) = originals
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    print(f"  threads, {processes} process(es): wall {1000 * wall:.0f} ms, CPU of all processes {1000 * cpu:.0f} ms, "
+          f"of the worker processes {1000 * workers:.0f} ms")
+    for name, start, span, running, waiting in sorted(spans, key=lambda s: s[1]):
+        if name == "waiting for the workers":
+            print(f"    {name}: {1000 * span:.0f} ms after {1000 * start:.0f} ms")
+        else:
+            print(f"    {name}: {1000 * start:.0f}-{1000 * (start + span):.0f} ms, running {1000 * running:.0f}, "
+                  f"waiting for a CPU {1000 * waiting:.0f}, blocked {1000 * (span - running - waiting):.0f}")
+
+
+def bench_verify(tmp: Path, n: int, rounds: int, threads: bool = False) -> None:
     """Verify in one process and in one per CPU, each against the raw ceiling, best of ``rounds``."""
     db = tmp / "verify.db"
     url = f"sqlite:///{db}"
@@ -173,6 +236,8 @@ def bench_verify(tmp: Path, n: int, rounds: int) -> None:
                 wall, cpu = timed(lambda: log.verify(processes=processes))  # noqa: B023
                 print(f"AuditLog.verify, {n} events, {processes} process(es): {n / wall:,.0f} events/s wall, "
                       f"{n / cpu:,.0f} events/s CPU (all processes)")
+                if threads:
+                    verify_threads(log, processes)
         wall, cpu = timed(lambda: tree.verify_against(log, note, [signer.vkey]))
         print(f"tree.verify_against, {n} leaves: {n / wall:,.0f} leaves/s wall, {n / cpu:,.0f} leaves/s CPU")
 
@@ -226,11 +291,13 @@ def main() -> None:
     parser.add_argument("--proof-size", type=int, default=1_000_000)
     parser.add_argument("--proofs", type=int, default=2000)
     parser.add_argument("--skip", nargs="*", default=[], choices=["verify", "proofs", "append"])
+    parser.add_argument("--threads", action="store_true",
+                        help="after each verify, one more with the calling process's threads timed (Linux)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         if "verify" not in args.skip:
-            bench_verify(tmp, args.events, args.rounds)
+            bench_verify(tmp, args.events, args.rounds, args.threads)
         if "proofs" not in args.skip:
             bench_proofs(tmp, args.proof_size, args.proofs)
         if "append" not in args.skip:
