@@ -206,7 +206,7 @@ def verify_threads(log: AuditLog, processes: int) -> None:
         (sqlite_verify._Worker.__init__, sqlite_verify._Worker.run,  # type: ignore[method-assign]
          verify.check_range, verify._answers) = originals
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    workers = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    workers = max(0.0, after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
     print(f"  threads, {processes} process(es): wall {1000 * wall:.0f} ms, CPU of all processes {1000 * cpu:.0f} ms, "
           f"of the worker processes {1000 * workers:.0f} ms")
     for name, start, span, running, waiting in sorted(spans, key=lambda s: s[1]):
