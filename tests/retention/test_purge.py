@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,6 +210,57 @@ def test_the_store_still_refuses_deletes_after_a_purge(copy_ledger: AuditLog, ba
     with pytest.raises(sqlite3.DatabaseError, match="only be removed by purge"):
         conn.execute("DELETE FROM events")
     conn.close()
+
+
+def _guards(path: str) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name").fetchall()
+    conn.close()
+    return rows
+
+
+def test_the_writer_still_refuses_deletes_after_purge_batches_without_triggers(
+    copy_ledger: AuditLog, base_ledger: Base
+) -> None:
+    """Purge batches run with their triggers dropped inside the transaction: once they commit, every trigger
+    is back as it was, and the writer's own cached statements (those purge ran) are refused again."""
+    path = copy_ledger.store.url.removeprefix("sqlite:///")
+    before = _guards(path)
+    assert {"events_no_delete", "details_no_delete", "leaves_no_update"} <= {name for name, _ in before}
+    Retention(copy_ledger, sweep_min=0).purge(purge_filter(base_ledger.now - timedelta(days=30)), actor=ADMIN)
+    assert _guards(path) == before
+    statements = [  # the texts the purge ran on the writer connection: sqlite3 keeps them prepared
+        ("DELETE FROM events AS e WHERE e.tenant = ? AND e.seq >= ? AND e.seq < ? AND +e.date < ?",
+         ["main", 0, 10**9, 2**62], "only be removed by purge"),
+        ("UPDATE leaves SET purged = 1 WHERE tenant = ? AND seq >= ? AND seq < ? AND purged = ?",
+         ["main", 0, 10**9, 0], "append-only"),
+        ("DELETE FROM details WHERE tenant = ? AND (key, value, seq) > (?, ?, ?) AND (key, value, seq) <= (?, ?, ?) "
+         "AND seq < ? AND (seq >= ? OR EXISTS (SELECT 1 FROM leaves l WHERE l.tenant = details.tenant "
+         "AND l.seq = details.seq AND l.purged = 2))", ["main", "", "", -1, "\U0010ffff", "", 0, 10**9, 0],
+         "only be removed by purge"),
+    ]
+    for sql, params, refusal in statements:
+        with pytest.raises(StoreError, match=refusal), copy_ledger.store.write() as txn:
+            txn.execute(sql, params)
+    copy_ledger.verify()
+
+
+def test_a_purge_batch_keeps_its_triggers_for_every_other_connection(copy_ledger: AuditLog) -> None:
+    """While a purge batch runs without its triggers, other connections still see them; a batch that fails
+    rolls back to them."""
+    store: Any = copy_ledger.store
+    path = store.url.removeprefix("sqlite:///")
+    before = _guards(path)
+    with store.purge_write() as txn:
+        inside = {r[0] for r in txn.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert "details_no_delete" not in inside
+        assert _guards(path) == before  # another connection reads the last commit
+    assert _guards(path) == before
+    with pytest.raises(RuntimeError), store.purge_write() as txn:
+        raise RuntimeError("batch failed")
+    assert _guards(path) == before
+    with pytest.raises(StoreError, match="only be removed by purge"), store.write() as txn:
+        txn.execute("DELETE FROM details")
 
 
 def test_bad_filters_are_refused() -> None:
