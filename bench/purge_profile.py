@@ -45,18 +45,19 @@ def main() -> None:
     cut = filled_at - timedelta(days=30)
     path = copy_of(args.db, ".profile")
     print(f"load average {os.getloadavg()[0]:.2f}")
-    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0.0])
     inside = [0.0, 0]
 
     def timed(kind: str, original: Any) -> Any:
         def run(self: SQLiteWriteTxn, sql: str, params: Sequence[Any] = ()) -> Any:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(self, sql, params)
             finally:
                 entry = spent[f"{kind} {_SPACES.sub(' ', sql)[:150]}"]
                 entry[0] += time.perf_counter() - t
                 entry[1] += 1
+                entry[2] += time.thread_time() - cpu
 
         return run
 
@@ -99,15 +100,17 @@ def main() -> None:
 
     store.checkpoint = timed_checkpoint
     written = _written()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     result = retention.purge(purge_filter(cut), actor=Actor.system("bench"), reclaim=False)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
     print(f"purge: {result.count:,} events in {total:.2f}s = {result.count / total:,.0f} events/s "
-          f"({result.batches} batches)")
-    statements = sum(s for s, _ in spent.values())
-    for sql, (seconds, calls) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
+          f"({result.batches} batches); the purging thread's CPU {cpu:.2f}s "
+          f"({result.count / cpu:,.0f} events per CPU second)")
+    print("   wall  share    cpu  calls")
+    statements = sum(s for s, _, _ in spent.values())
+    for sql, (seconds, calls, used) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
         if seconds >= 0.005:
-            print(f"{seconds:7.2f}s {100 * seconds / total:5.1f}% {calls:6d}x  {sql}")
+            print(f"{seconds:7.2f}s {100 * seconds / total:5.1f}% {used:6.2f}s {calls:6d}x  {sql}")
     print(f"{inside[0] - statements:7.2f}s {100 * (inside[0] - statements) / total:5.1f}% {inside[1]:6d}x  "
           "inside write() outside the statements (BEGIN, COMMIT, pragmas)")
     print(f"{paused[0]:7.2f}s {100 * paused[0] / total:5.1f}% {paused[1]:6d}x  pauses between batches")

@@ -358,10 +358,14 @@ class Retention:
             while not checkpoint() and time.monotonic() < deadline:
                 time.sleep(0.005)
             self._checkpointed = time.monotonic()
-        time.sleep(0.001)
         waiting = getattr(self.store, "writers_waiting", None)
+        if waiting is None:
+            time.sleep(0.001)  # a store that cannot tell: give other writers a moment
+            return
+        # A writer already waiting is waited for until it holds the lock; one not waiting yet
+        # would not be helped by a sleep (a millisecond per batch: 4-7% of a purge's time).
         deadline = time.monotonic() + 0.2
-        while waiting is not None and waiting() and time.monotonic() < deadline:
+        while waiting() and time.monotonic() < deadline:
             time.sleep(0.0005)
 
     def _batch(
