@@ -174,7 +174,7 @@ def purge_run(path: str, cut: datetime, ingest_batch: int) -> None:
         if calls:
             print(f"ingest {label}: {len(calls)} calls of {ingest_batch}, median "
                   f"{statistics.median(calls) * 1000:.1f} ms, p99 {_p99(calls) * 1000:.1f} ms, "
-                  f"max {max(calls) * 1000:.1f} ms")
+                  f"max {max(calls) * 1000:.1f} ms, {sum(c > 0.2 for c in calls)} over 200 ms")
     lost = before_head + ingested + len(result.event_ids) - head
     print(f"ingested {ingested:,} events concurrently, lost {lost}; verify ok: {report.sizes['main']:,} positions, "
           f"{report.purged['main']:,} purged")
