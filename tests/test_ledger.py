@@ -147,6 +147,7 @@ def _tampered(db_path: Path, *statements: str) -> None:
         "details_no_update",
         "leaves_no_delete",
         "leaves_no_update",
+        "leaves_key_no_update",
     ):
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     for statement in statements:

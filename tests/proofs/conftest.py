@@ -76,8 +76,8 @@ def signed(pristine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 _TRIGGERS = (
     "events_no_update", "events_no_delete", "details_no_update", "details_no_delete", "leaves_no_delete",
-    "leaves_no_update", "tree_nodes_no_update", "tree_nodes_no_delete", "checkpoints_no_update",
-    "checkpoints_no_delete",
+    "leaves_no_update", "leaves_key_no_update", "tree_nodes_no_update", "tree_nodes_no_delete",
+    "checkpoints_no_update", "checkpoints_no_delete",
 )
 
 

@@ -263,6 +263,17 @@ def test_a_purge_batch_keeps_its_triggers_for_every_other_connection(copy_ledger
         txn.execute("DELETE FROM details")
 
 
+@pytest.mark.parametrize("column", ["hash", "seq", "tenant"])
+def test_a_leaf_key_cannot_change_even_inside_a_purge_batch(copy_ledger: AuditLog, column: str) -> None:
+    """The gate triggers are lifted in a purge batch; the one that keeps a leaf's hash, seq and tenant is not."""
+    store: Any = copy_ledger.store
+    value = {"hash": "x'00'", "seq": "seq + 1000000", "tenant": "'other'"}[column]
+    with pytest.raises(StoreError, match="append-only"), store.purge_write() as txn:
+        txn.execute("UPDATE purge_gate SET open = 1")
+        txn.execute(f"UPDATE leaves SET purged = 1, {column} = {value} WHERE tenant = 'main' AND seq = 0")
+    copy_ledger.verify()
+
+
 def test_bad_filters_are_refused() -> None:
     """Dates must be ISO 8601 with a zone, start before end, names well formed, types or actions not both."""
     with pytest.raises(ValidationError, match="endDate"):
