@@ -45,7 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.workflow_platform.app import create_app  # noqa: E402
+from examples.workflow_platform.app import create_app, ledger_in  # noqa: E402
 
 from auditledger import AuditLog  # noqa: E402
 from auditledger.store.sqlite import SQLiteStore  # noqa: E402
@@ -174,6 +174,13 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
         name: Driver(create_app(f"sqlite:///{folder / f'app-{name}.db'}", sink=sink, admin_token=TOKEN))
         for name, sink in sinks.items()
     }
+    # The ledger's tables in the app's own database, written in the app's transactions: one
+    # commit (and its syncs, the app's own synchronous=FULL rollback journal) carries both.
+    shared_url = f"sqlite:///{folder / 'app-embed-in-db.db'}"
+    sinks["embed-in-db"] = shared = ledger_in(shared_url)
+    drivers["embed-in-db"] = Driver(
+        create_app(shared_url, sink=shared, admin_token=TOKEN, audit_write="in_transaction")
+    )
     for driver in drivers.values():
         await driver.setup()
         await driver.run(max(5, args.requests // 10))  # warm-up

@@ -11,7 +11,7 @@ from auditledger import AuditLog
 from auditledger.errors import AuditLedgerError, ConfigError
 from auditledger.integrations.context import Queued, Sink
 
-from .app import create_app
+from .app import create_app, ledger_in
 
 
 def open_sink(url: str, token: str | None) -> Sink:
@@ -31,13 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="API token when --ledger is an http(s):// server")
     parser.add_argument("--db", default="sqlite:///workflow.db", help="the platform's own database")
     parser.add_argument("--admin-token", default="admin-token", help="API token of the first admin user")
+    parser.add_argument(
+        "--ledger-in-db",
+        action="store_true",
+        help="keep the ledger's tables in the platform's database (--db), written in its own transactions",
+    )
     parser.add_argument("--no-audit", action="store_true", help="run without auditing")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     try:
-        sink = None if args.no_audit else open_sink(args.ledger, args.token)
-        app = create_app(args.db, sink=sink, admin_token=args.admin_token)
+        if args.ledger_in_db and not args.no_audit:
+            sink: Sink | None = ledger_in(args.db)
+            args.ledger = f"{args.db} (in its transactions)"
+            app = create_app(args.db, sink=sink, admin_token=args.admin_token, audit_write="in_transaction")
+        else:
+            sink = None if args.no_audit else open_sink(args.ledger, args.token)
+            app = create_app(args.db, sink=sink, admin_token=args.admin_token)
     except AuditLedgerError as exc:
         print(f"error: {exc.diagnostics()}", file=sys.stderr)
         return 2

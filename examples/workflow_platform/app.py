@@ -18,7 +18,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -28,12 +28,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from auditledger import Actor
+from auditledger import Actor, AuditLog
+from auditledger.errors import ConfigError
 from auditledger.integrations import audit_extra, audit_scope, audited
 from auditledger.integrations.asgi import AuditContextMiddleware, audit_user, set_current_actor
 from auditledger.integrations.context import Sink
 from auditledger.integrations.logging import AuditLogHandler
 from auditledger.integrations.sqlalchemy import SQLAlchemyAuditor
+from auditledger.store.sqlite import SQLiteStore
 
 from .models import Base, Execution, Flow, FlowRevision, User
 
@@ -101,6 +103,16 @@ def parse_flow(source: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- the app
 
 
+def ledger_in(db_url: str) -> AuditLog:
+    """An embedded ledger whose tables live in the platform's own SQLite database, for
+    ``create_app(db_url, sink=ledger_in(db_url), audit_write="in_transaction")``: every
+    commit stores the changes and their events together, one commit and one sync. The
+    file keeps the journal mode the platform gave it."""
+    if not db_url.startswith("sqlite:///") or db_url == "sqlite:///:memory:":
+        raise ConfigError(f"the ledger can share a SQLite file only, not {db_url!r}")
+    return AuditLog(SQLiteStore(db_url, journal="keep"))
+
+
 def create_app(
     db_url: str = "sqlite:///workflow.db",
     *,
@@ -108,8 +120,13 @@ def create_app(
     admin_token: str | None = None,
     admin_email: str = "admin@example.com",
     engine: Engine | None = None,
+    audit_write: Literal["before_commit", "after_commit", "in_transaction"] = "before_commit",
 ) -> FastAPI:
-    """The API on ``db_url``; with ``sink=None`` nothing is audited."""
+    """The API on ``db_url``; with ``sink=None`` nothing is audited.
+
+    ``audit_write="in_transaction"``: ``sink`` is an ``AuditLog`` on this same database
+    (:func:`ledger_in` opens one), and each commit carries its changes' events.
+    """
     if engine is None:
         memory = db_url in ("sqlite://", "sqlite:///:memory:")  # one shared connection, or each has its own db
         engine = create_engine(
@@ -126,7 +143,7 @@ def create_app(
 
     if sink is not None:
         # The whole of the auditing set-up.
-        app.state.auditor = SQLAlchemyAuditor(sink).install(sessions)
+        app.state.auditor = SQLAlchemyAuditor(sink, write=audit_write).install(sessions)
         app.add_middleware(AuditContextMiddleware, sink=sink)
         reads.addHandler(AuditLogHandler(sink, raise_errors=True))
 

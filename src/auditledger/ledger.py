@@ -131,12 +131,40 @@ class AuditLog:
         return self.record_many([raw], tenant=tenant)[0]
 
     def record_many(
-        self, events: Iterable[EventInput | Mapping[str, Any]], *, tenant: str = DEFAULT_TENANT
+        self,
+        events: Iterable[EventInput | Mapping[str, Any]],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        within: Any = None,
     ) -> list[Receipt]:
-        """Record a batch atomically: all of it, or (on any invalid event) none of it."""
+        """Record a batch atomically: all of it, or (on any invalid event) none of it.
+
+        ``within``: an open DB-API connection of the application to the ledger's own
+        database (SQLite: the store's file), whose transaction the batch joins. The rows
+        are then written but not committed: the application's commit stores them with
+        its own changes, its rollback drops them, and the ``on_commit`` callbacks wait
+        for :meth:`committed`. The SQLAlchemy auditor's ``write="in_transaction"`` does this.
+        """
         check_tenant(tenant)
         drafts = [self._validate(i, raw) for i, raw in enumerate(events)]
-        return self.append([(tenant, d) for d in drafts])
+        return self.append_prepared(prepare([(tenant, d) for d in drafts]), within=within)
+
+    def check_joinable(self, conn: Any) -> None:
+        """Raise a :class:`ConfigError` unless ``record_many(..., within=conn)`` may write through ``conn``."""
+        check = getattr(self.store, "check_joinable", None)
+        if check is None:
+            from auditledger.errors import ConfigError
+
+            raise ConfigError(
+                f"{type(self.store).__name__} cannot write in an application's transaction (the SQLite store can)"
+            )
+        check(conn)
+
+    def committed(self, receipts: list[Receipt]) -> None:
+        """The application committed a batch written ``within`` its transaction: run the ``on_commit`` callbacks."""
+        if receipts:
+            for callback in self._after_commit:
+                callback(receipts)
 
     def backfill(
         self,
@@ -173,13 +201,14 @@ class AuditLog:
         return self.append_prepared(prepare(items), dates=dates)
 
     def append_prepared(
-        self, items: Sequence[canonical.Prepared], *, dates: Sequence[int] | None = None
+        self, items: Sequence[canonical.Prepared], *, dates: Sequence[int] | None = None, within: Any = None
     ) -> list[Receipt]:
         """``append`` for events whose canonical parts were made by :func:`prepare` beforehand.
 
         The server's request threads prepare their events before handing them to the
         single writer, so that inside the transaction only what depends on the
         position is left: seq, date, id, the bytes around them and the rest of the hash.
+        ``within``: see :meth:`record_many`.
         """
         if not items:
             return []
@@ -189,7 +218,9 @@ class AuditLog:
 
         receipts: list[Receipt | None] = [None] * len(items)
         randomness = os.urandom(10 * len(items)).hex()
-        with self.store.write() as txn:
+        if within is not None:
+            self.check_joinable(within)
+        with self.store.write() if within is None else self.store.join(within) as txn:  # type: ignore[attr-defined]
             heads: dict[str, Head] = {}
             # Take every head first, in one global order: on PostgreSQL each is a row lock,
             # and concurrent multi-tenant batches taking them in item order could deadlock.
@@ -229,8 +260,9 @@ class AuditLog:
             for head in heads.values():
                 txn.set_head(head)
         done = [r for r in receipts if r is not None]
-        for callback in self._after_commit:
-            callback(done)
+        if within is None:
+            for callback in self._after_commit:
+                callback(done)
         return done
 
     # ------------------------------------------------------------ reading

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from examples.workflow_platform.app import create_app
+from examples.workflow_platform.app import create_app, ledger_in
 
 from auditledger import AuditLog
 from auditledger.integrations.sqlalchemy import MASK, MASK_CHANGED
@@ -41,15 +41,27 @@ class Api:
         self.loop.close()
 
 
-@pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    return tmp_path / "audit.db"
+@pytest.fixture(params=["own-file", "in-app-db"])
+def layout(request: pytest.FixtureRequest) -> str:
+    """The ledger in its own file (written inside Session.commit), or in the app's database (in its transactions)."""
+    return str(request.param)
 
 
 @pytest.fixture
-def world(tmp_path: Path, ledger_path: Path) -> Iterator[tuple[Api, AuditLog]]:
-    ledger = AuditLog.open(f"sqlite:///{ledger_path}")
-    api = Api(create_app(f"sqlite:///{tmp_path / 'app.db'}", sink=ledger, admin_token=ADMIN))
+def ledger_path(tmp_path: Path, layout: str) -> Path:
+    return tmp_path / ("app.db" if layout == "in-app-db" else "audit.db")
+
+
+@pytest.fixture
+def world(tmp_path: Path, ledger_path: Path, layout: str) -> Iterator[tuple[Api, AuditLog]]:
+    app_url = f"sqlite:///{tmp_path / 'app.db'}"
+    if layout == "in-app-db":
+        ledger = ledger_in(app_url)
+        app = create_app(app_url, sink=ledger, admin_token=ADMIN, audit_write="in_transaction")
+    else:
+        ledger = AuditLog.open(f"sqlite:///{ledger_path}")
+        app = create_app(app_url, sink=ledger, admin_token=ADMIN)
+    api = Api(app)
     yield api, ledger
     api.close()
     ledger.close()
@@ -149,8 +161,11 @@ def test_each_call_records_exactly_the_expected_events(world: tuple[Api, AuditLo
     assert ledger.verify().total == len(seen)
 
 
-def test_masked_values_never_reach_the_stored_bytes(world: tuple[Api, AuditLog], ledger_path: Path) -> None:
-    """Passwords, their hashes and API tokens appear nowhere in the ledger's SQLite file (all pages, WAL too)."""
+def test_masked_values_never_reach_the_stored_bytes(
+    world: tuple[Api, AuditLog], ledger_path: Path, layout: str
+) -> None:
+    """Passwords, their hashes and API tokens appear nowhere in the ledger's SQLite file (all pages, WAL too);
+    in the app's own database, where the app keeps them, nowhere in the ledger's tables."""
     api, ledger = world
     r = api("POST", "/api/v1/users", json={"email": "sec@acme.io", "name": "S", "password": "Pa55-word-xyz"})
     token = r.json()["api_token"]
@@ -162,8 +177,17 @@ def test_masked_values_never_reach_the_stored_bytes(world: tuple[Api, AuditLog],
     with api_sessions(api)() as session:
         hashes = [u.password_hash for u in session.query(User)]
     ledger.close()
-    raw = b"".join(p.read_bytes() for p in ledger_path.parent.glob(ledger_path.name + "*"))
     conn = sqlite3.connect(ledger_path)
+    if layout == "in-app-db":
+        raw = b"".join(
+            str(value).encode()
+            for table in ("events", "details", "actors", "leaves", "heads")
+            for row in conn.execute(f"SELECT * FROM {table}")
+            for value in row
+        )
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] >= 5
+    else:
+        raw = b"".join(p.read_bytes() for p in ledger_path.parent.glob(ledger_path.name + "*"))
     raw += b"".join(row[0] for row in conn.execute("SELECT body FROM events"))
     conn.close()
     for secret in [ADMIN, token, "Pa55-word-xyz", "N3w-pass-abc", "Wr0ng-guess-q", *hashes]:

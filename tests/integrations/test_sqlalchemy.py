@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import String, create_engine, delete, insert, update
@@ -14,6 +16,7 @@ from auditledger import Actor, AuditLog
 from auditledger.errors import ConfigError, ValidationError
 from auditledger.integrations import audit_scope
 from auditledger.integrations.sqlalchemy import MASK, MASK_CHANGED, SKIP_OPTION, SQLAlchemyAuditor, audit_model
+from auditledger.store.sqlite import SQLiteStore
 from auditledger.testing import Capture, assert_recorded, recorded
 
 
@@ -247,3 +250,149 @@ def test_bad_declarations_are_refused() -> None:
         audit_model("not valid")
     with pytest.raises(ConfigError, match="not a mapped class"):
         audit_model("NOTE")(type("Unmapped", (), {}))
+
+
+def test_bulk_statements_are_refused_before_they_reach_the_database(sessions: sessionmaker[Session]) -> None:
+    """The refusal comes before any SQL of the statement runs; the flush's own INSERT/UPDATE/DELETE pass,
+    and an ORM statement sent through the session's Core connection is refused too."""
+    from sqlalchemy import event as sa_event
+
+    with sessions() as s:
+        note = Note(text="a")
+        s.add(note)
+        s.commit()
+        engine = s.get_bind()
+        sent: list[str] = []
+
+        def count(*args: Any) -> None:
+            sent.append(args[2].split()[0])
+
+        sa_event.listen(engine, "before_cursor_execute", count)
+        try:
+            for stmt in (update(Note).values(text="b"), delete(Note).where(Note.id == note.id)):
+                with pytest.raises(ConfigError, match="bulk"):
+                    s.execute(stmt)
+            with pytest.raises(ConfigError, match="bulk INSERT"):
+                s.execute(insert(Note), [{"text": "c"}, {"text": "d"}])
+            with pytest.raises(ConfigError, match="bulk UPDATE"):
+                s.connection().execute(update(Note).values(text="e"))
+            assert not {"UPDATE", "DELETE", "INSERT"} & set(sent)
+            note.text = "changed through the session"
+            s.add(Note(text="new"))
+            s.commit()
+            s.delete(note)
+            s.commit()
+            assert {"UPDATE", "DELETE", "INSERT"} <= set(sent)
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count)
+    with sessions() as s:
+        assert [n.text for n in s.query(Note)] == ["new"]
+
+
+def test_the_bulk_guard_follows_every_engine_and_leaves_when_removed(capture: Capture) -> None:
+    """Installed on a sessionmaker, a Session subclass or one session, the guard covers the engine each
+    session uses, a bind given later included; remove() takes it off."""
+    for kind in ("maker", "class", "session"):
+        engine = create_engine("sqlite://", poolclass=StaticPool)
+        Base.metadata.create_all(engine)
+
+        class Scoped(Session):
+            pass
+
+        session = Scoped(bind=engine)
+        target: Any = {"maker": sessionmaker(), "class": Scoped, "session": session}[kind]
+        auditor = SQLAlchemyAuditor(capture).install(target)
+        s = session if kind == "session" else sessionmaker(engine, class_=Scoped)() if kind == "class" else target(
+            bind=engine
+        )
+        with pytest.raises(ConfigError, match="bulk UPDATE on audited Note"):
+            s.execute(update(Note).values(text="x"))
+        s.rollback()
+        auditor.remove()
+        s.execute(update(Note).values(text="x"))  # no auditor any more: not ours to refuse
+        s.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], AuditLog]]:
+    """An app database holding the ledger's tables too; the auditor writes in the session's transactions."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    ledger = AuditLog(SQLiteStore(url, journal="keep"))
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    auditor = SQLAlchemyAuditor(ledger, write="in_transaction").install(factory)
+    with audit_scope(Actor.user("anna")):
+        yield factory, ledger
+    auditor.remove()
+    engine.dispose()
+    ledger.close()
+
+
+def test_in_transaction_commits_the_change_and_its_events_together(
+    shared: tuple[sessionmaker[Session], AuditLog],
+) -> None:
+    """One commit stores the rows and their events; before it nothing is visible, a rollback keeps neither,
+    and savepoints keep their usual meaning."""
+    factory, ledger = shared
+    committed: list[int] = []
+    ledger.on_commit(lambda receipts: committed.extend(r.seq for r in receipts))
+    with factory() as s:
+        s.add(Note(text="rolled back"))
+        s.flush()
+        assert ledger.count() == 0
+        s.rollback()
+        s.add(Note(text="kept"))
+        nested = s.begin_nested()
+        s.add(Note(text="dropped in savepoint"))
+        s.flush()
+        nested.rollback()
+        s.add(Secret(namespace="team", key="db", value="hunter2"))
+        s.commit()
+    assert committed == [0, 1]
+    assert [(e.resource_type, e.after) for e in ledger.iter_search(order="asc")] == [
+        ("NOTE", {"id": 1, "text": "kept"}),
+        ("SECRET", {"id": 1, "namespace": "team", "key": "db", "value": MASK}),
+    ]
+    with factory() as s:
+        assert [n.text for n in s.query(Note)] == ["kept"]
+    assert ledger.verify().sizes == {"main": 2}
+
+
+def test_in_transaction_a_refused_batch_commits_nothing(shared: tuple[sessionmaker[Session], AuditLog]) -> None:
+    """The ledger refusing the events (a bad tenant) makes commit() raise: neither the change nor any event
+    is stored, and the session can roll back and go on."""
+    factory, ledger = shared
+    with factory() as s:
+        with audit_scope(tenant="Not A Tenant"):
+            s.add(Note(text="never stored"))
+            with pytest.raises(ValidationError, match="tenant"):
+                s.commit()
+        s.rollback()
+        s.add(Note(text="after"))
+        s.commit()
+    with factory() as s:
+        assert [n.text for n in s.query(Note)] == ["after"]
+    assert ledger.count() == 1
+
+
+def test_in_transaction_needs_a_ledger_on_the_sessions_database(tmp_path: Path, capture: Capture) -> None:
+    """A sink that is not a ledger, or a ledger on another file, is a ConfigError; the change is not committed."""
+    with pytest.raises(ConfigError, match="must be an AuditLog"):
+        SQLAlchemyAuditor(capture, write="in_transaction")
+    with pytest.raises(ConfigError, match="write must be"):
+        SQLAlchemyAuditor(capture, write="later")  # type: ignore[arg-type]
+    ledger = AuditLog.open(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    SQLAlchemyAuditor(ledger, write="in_transaction").install(factory)
+    with factory() as s:
+        s.add(Note(text="not stored"))
+        with pytest.raises(ConfigError, match="not on the ledger's file"):
+            s.commit()
+        s.rollback()
+        assert s.query(Note).count() == 0
+    engine.dispose()
+    ledger.close()

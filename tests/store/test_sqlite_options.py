@@ -36,7 +36,8 @@ def test_the_option_is_not_part_of_the_file_name(tmp_path: Path) -> None:
     ("option", "message"),
     [
         ("?synchronous=OFF", "synchronous must be one of FULL, EXTRA, NORMAL"),
-        ("?journal=delete", "unknown option 'journal'"),
+        ("?journal=delete", "journal must be one of wal, keep"),
+        ("?cache=big", "unknown option 'cache'"),
     ],
 )
 def test_bad_options_are_refused_by_name(tmp_path: Path, option: str, message: str) -> None:

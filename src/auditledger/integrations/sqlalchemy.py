@@ -42,7 +42,8 @@ from typing import Any, Literal, TypeVar
 
 try:
     from sqlalchemy import event, inspect
-    from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, attributes, sessionmaker
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session, SessionTransaction, attributes, sessionmaker
     from sqlalchemy.sql import ClauseElement
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from auditledger.errors import ConfigError
@@ -52,7 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from None
 
 from auditledger.errors import ConfigError
-from auditledger.integrations.context import Sink, build_event, emit
+from auditledger.integrations.context import Sink, build_event, emit, resolve_sink, resolve_tenant
+from auditledger.ledger import AuditLog
 from auditledger.model import KESTRA_RESOURCE_TYPES, MAX_SAFE_INT, NAME_RE
 
 MASK = "[masked]"
@@ -61,6 +63,7 @@ SKIP_OPTION = "auditledger_skip"
 _SPEC_ATTR = "__auditledger__"
 _PENDING_KEY = "auditledger.pending"
 _SNAPSHOT_KEY = "auditledger.deleted"
+_RECEIPTS_KEY = "auditledger.receipts"  # write="in_transaction": written, waiting for the session's commit
 
 T = TypeVar("T", bound=type)
 DetailSource = str | Callable[[Any], Any]
@@ -229,6 +232,7 @@ def _details(obj: object, spec: ModelSpec, values: Mapping[str, Any]) -> dict[st
 class _Pending:
     transaction: SessionTransaction | None
     event: dict[str, Any]
+    cls: type
 
 
 @dataclass
@@ -237,12 +241,20 @@ class SQLAlchemyAuditor:
 
     sink: Sink | None = None
     tenant: str | None = None
-    write: Literal["before_commit", "after_commit"] = "before_commit"
+    write: Literal["before_commit", "after_commit", "in_transaction"] = "before_commit"
     _installed: list[tuple[Any, str, Callable[..., Any]]] = field(default_factory=list, repr=False)
+    _guarded: set[int] = field(default_factory=set, repr=False)  # ids of the engines the bulk guard listens on
 
     def __post_init__(self) -> None:
-        if self.write not in ("before_commit", "after_commit"):
-            raise ConfigError(f"write must be 'before_commit' or 'after_commit', got {self.write!r}")
+        if self.write not in ("before_commit", "after_commit", "in_transaction"):
+            raise ConfigError(
+                f"write must be 'before_commit', 'after_commit' or 'in_transaction', got {self.write!r}"
+            )
+        if self.write == "in_transaction" and self.sink is not None and not isinstance(self.sink, AuditLog):
+            raise ConfigError(
+                f"write='in_transaction' writes the events in the session's own transaction: the sink must be an "
+                f"AuditLog on the application's database, not {type(self.sink).__name__}"
+            )
 
     def install(self, target: sessionmaker[Any] | type[Session] | Session) -> SQLAlchemyAuditor:
         """Listen on a ``sessionmaker``, a ``Session`` subclass or one session."""
@@ -251,9 +263,14 @@ class SQLAlchemyAuditor:
             ("after_flush", self._after_flush),
             ("after_soft_rollback", self._after_soft_rollback),
             ("after_transaction_end", self._after_transaction_end),
-            ("do_orm_execute", self._do_orm_execute),
-            ("before_commit" if self.write == "before_commit" else "after_commit", self._commit),
+            # The bulk guard listens on each engine the sessions use, from their first
+            # transaction on it: a session-level do_orm_execute listener would make
+            # SQLAlchemy build an ORMExecuteState for every statement, SELECTs included.
+            ("after_begin", self._after_begin),
+            ("after_commit" if self.write == "after_commit" else "before_commit", self._commit),
         ]
+        if self.write == "in_transaction":
+            hooks.append(("after_commit", self._committed))
         for name, fn in hooks:
             event.listen(target, name, fn)
             self._installed.append((target, name, fn))
@@ -263,6 +280,7 @@ class SQLAlchemyAuditor:
         for target, name, fn in self._installed:
             event.remove(target, name, fn)
         self._installed.clear()
+        self._guarded.clear()
 
     # ------------------------------------------------------------ listeners
 
@@ -283,7 +301,9 @@ class SQLAlchemyAuditor:
             if spec is not None:
                 values = _snapshot(obj, spec)
                 after = json_value(values[spec.state]) if spec.state else _masked(values, spec)
-                pending.append(_Pending(txn, self._event(spec, "CREATE", _details(obj, spec, values), None, after)))
+                pending.append(
+                    _Pending(txn, self._event(spec, "CREATE", _details(obj, spec, values), None, after), type(obj))
+                )
         for obj in session.dirty:
             spec = spec_of(obj)
             if spec is not None and obj not in deleted:
@@ -295,7 +315,9 @@ class SQLAlchemyAuditor:
                     k: v for k, v in inspect(obj).dict.items() if k in _columns(obj, spec)
                 }
                 before = json_value(values.get(spec.state)) if spec.state else _masked(values, spec)
-                pending.append(_Pending(txn, self._event(spec, "DELETE", _details(obj, spec, values), before, None)))
+                pending.append(
+                    _Pending(txn, self._event(spec, "DELETE", _details(obj, spec, values), before, None), type(obj))
+                )
 
     def _update(self, obj: object, spec: ModelSpec, txn: SessionTransaction | None, pending: list[_Pending]) -> None:
         state = attributes.instance_state(obj)
@@ -329,7 +351,9 @@ class SQLAlchemyAuditor:
                 k: ((MASK_CHANGED if k in changed else MASK) if k in spec.secret and v is not None else json_value(v))
                 for k, v in new.items()
             }
-        pending.append(_Pending(txn, self._event(spec, "UPDATE", _details(obj, spec, current), before, after)))
+        pending.append(
+            _Pending(txn, self._event(spec, "UPDATE", _details(obj, spec, current), before, after), type(obj))
+        )
 
     def _event(self, spec: ModelSpec, action: str, details: dict[str, str], before: Any, after: Any) -> dict[str, Any]:
         return build_event(spec.resource_type, action, details=details, before=before, after=after)
@@ -344,31 +368,79 @@ class SQLAlchemyAuditor:
         if transaction.parent is None:  # the root ended: whatever is left was never committed
             session.info.pop(_PENDING_KEY, None)
             session.info.pop(_SNAPSHOT_KEY, None)
+            session.info.pop(_RECEIPTS_KEY, None)
 
     def _commit(self, session: Session) -> None:
-        if self.write == "before_commit":
+        if self.write != "after_commit":
             if session.in_nested_transaction():
                 return  # a savepoint's RELEASE: its events wait for the root
             session.flush()  # commit flushes after this hook; record what that flush would find
         pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
-        if pending:
+        if not pending:
+            return
+        if self.write == "in_transaction":
+            self._write_in_transaction(session, pending)
+        else:
             emit([p.event for p in pending], sink=self.sink, tenant=self.tenant)
-            session.info[_PENDING_KEY] = []  # cleared only once the sink took them
+        session.info[_PENDING_KEY] = []  # cleared only once the sink took them
 
-    def _do_orm_execute(self, state: ORMExecuteState) -> None:
-        if not (state.is_insert or state.is_update or state.is_delete):
+    def _write_in_transaction(self, session: Session, pending: list[_Pending]) -> None:
+        """The events into the ledger's tables through the session's own connection, before it commits."""
+        ledger = resolve_sink(self.sink)
+        if not isinstance(ledger, AuditLog):
+            raise ConfigError(
+                "write='in_transaction' needs an AuditLog on the application's database as its sink, "
+                f"got {type(ledger).__name__}"
+            )
+        connections: dict[int, Any] = {}
+        for cls in {p.cls for p in pending}:
+            dbapi = session.connection(bind_arguments={"mapper": inspect(cls)}).connection.dbapi_connection
+            connections[id(dbapi)] = dbapi
+        if len(connections) > 1:
+            raise ConfigError(
+                "write='in_transaction': this commit's audited changes are in more than one database; "
+                "one transaction can carry their events only when they share the ledger's database"
+            )
+        (dbapi,) = connections.values()
+        receipts = ledger.record_many([p.event for p in pending], tenant=resolve_tenant(self.tenant), within=dbapi)
+        session.info.setdefault(_RECEIPTS_KEY, []).extend(receipts)
+
+    def _committed(self, session: Session) -> None:
+        receipts = session.info.pop(_RECEIPTS_KEY, None)
+        if receipts:
+            ledger = resolve_sink(self.sink)
+            if isinstance(ledger, AuditLog):
+                ledger.committed(receipts)
+
+    def _after_begin(self, _session: Session, _txn: SessionTransaction, connection: Connection) -> None:
+        engine = connection.engine
+        if id(engine) not in self._guarded:
+            event.listen(engine, "before_execute", self._before_execute)
+            self._installed.append((engine, "before_execute", self._before_execute))
+            self._guarded.add(id(engine))
+
+    def _before_execute(
+        self, _conn: Connection, statement: Any, _multiparams: Any, _params: Any, options: Mapping[str, Any]
+    ) -> None:
+        """Refuse an ORM bulk INSERT/UPDATE/DELETE on an audited class before it runs.
+
+        The flush's own statements are Core statements on the tables (no ORM entity), and
+        pass. ``options`` are the execution's own; the statement's are asked for as well.
+        """
+        if not getattr(statement, "is_dml", False):
             return
-        if state.execution_options.get(SKIP_OPTION):
+        entity = statement.entity_description.get("entity")
+        spec = getattr(entity, _SPEC_ATTR, None)
+        if not isinstance(spec, ModelSpec):
             return
-        for mapper in state.all_mappers:
-            spec = getattr(mapper.class_, _SPEC_ATTR, None)
-            if isinstance(spec, ModelSpec):
-                kind = "INSERT" if state.is_insert else "UPDATE" if state.is_update else "DELETE"
-                raise ConfigError(
-                    f"bulk {kind} on audited {mapper.class_.__name__} ({spec.resource_type}) would bypass the "
-                    "audit trail: load the objects and change or delete them through the session, or add "
-                    f".execution_options({SKIP_OPTION}=True) and record the event yourself"
-                )
+        if options.get(SKIP_OPTION) or statement.get_execution_options().get(SKIP_OPTION):
+            return
+        kind = "INSERT" if statement.is_insert else "UPDATE" if statement.is_update else "DELETE"
+        raise ConfigError(
+            f"bulk {kind} on audited {entity.__name__} ({spec.resource_type}) would bypass the "
+            "audit trail: load the objects and change or delete them through the session, or add "
+            f".execution_options({SKIP_OPTION}=True) and record the event yourself"
+        )
 
 
 def _within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> bool:

@@ -105,6 +105,10 @@ def migrations(dialect: str) -> list[tuple[int, str, str]]:
 # FULL (the default) syncs the WAL at every commit: an acknowledged event survives a power cut.
 # NORMAL syncs only at checkpoints: faster single writes, the last commits can be lost on power loss.
 _SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
+_SYNCHRONOUS_LEVEL = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+_JOURNALS = ("wal", "keep")
+_JOIN_SAVEPOINT = "auditledger_append"
+_JOINABLE_KEPT = 256  # an application's pool holds a few connections; past this many, check again
 
 
 def _url_options(url: str) -> tuple[str, dict[str, str]]:
@@ -113,20 +117,35 @@ def _url_options(url: str) -> tuple[str, dict[str, str]]:
     if not sep:
         return url, {}
     options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - {"synchronous"})
+    unknown = sorted(set(options) - {"synchronous", "journal"})
     if unknown:
-        raise ConfigError(f"store URL {url!r}: unknown option {unknown[0]!r}; the only one is synchronous")
+        raise ConfigError(f"store URL {url!r}: unknown option {unknown[0]!r}; the options are synchronous, journal")
     return base, options
 
 
 class SQLiteStore:
     """The default store, embedded in the process."""
 
-    def __init__(self, url: str, *, synchronous: str | None = None, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: str | None = None,
+        journal: str | None = None,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
         self.url = url
         url, options = _url_options(url)
         if "synchronous" in options and options["synchronous"].upper() not in _SYNCHRONOUS:
             raise ConfigError(f"store URL {self.url!r}: synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        # wal (the default) switches the file to WAL; keep leaves the file's journal mode as it is:
+        # a ledger inside an application's database, written in the application's transactions
+        # (join), must not change how the application's own commits work.
+        journal = (journal or options.get("journal", "wal")).lower()
+        if journal not in _JOURNALS:
+            raise ConfigError(f"store URL {self.url!r}: journal must be one of {', '.join(_JOURNALS)}")
+        self._journal = journal
+        self._joinable: dict[int, sqlite3.Connection] = {}  # connections check_joinable accepted
         # OFF is for throwaway files only (benchmark set-up), so only code can ask for it.
         synchronous = synchronous or options.get("synchronous", "FULL")
         if synchronous.upper() not in (*_SYNCHRONOUS, "OFF"):
@@ -153,7 +172,8 @@ class SQLiteStore:
         self._migrate()
         self._checkpointer: _Checkpointer | None = None
         self._writer.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
-        if not self._memory:
+        (mode,) = self._writer.execute("PRAGMA journal_mode").fetchone()
+        if not self._memory and mode == "wal":
             self._writer.execute(f"PRAGMA wal_autocheckpoint = {_WRITER_CHECKPOINT_PAGES}")
             self._checkpointer = _Checkpointer(self._connect, self.url)
 
@@ -163,7 +183,7 @@ class SQLiteStore:
         try:
             conn = sqlite3.connect(self._target, uri=True, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
-            if not self._memory:
+            if not self._memory and self._journal == "wal":
                 # auto_vacuum only takes effect on a new file and must come before WAL mode is set,
                 # or the header is written without it (purge's incremental vacuum needs it). Set on
                 # a file that has it already, it rewrites the header and syncs (~8 ms, a write
@@ -188,6 +208,7 @@ class SQLiteStore:
         return conn
 
     def close(self) -> None:
+        self._joinable.clear()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         for conn in self._all:
@@ -198,7 +219,8 @@ class SQLiteStore:
     def _migrate(self) -> None:
         conn = self._writer
         with self._write_lock:
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+            if self._journal == "wal":
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -255,6 +277,79 @@ class SQLiteStore:
         """The writer connection inside ``BEGIN IMMEDIATE``, for dialect code such as purge."""
         with self.write() as txn:
             yield txn.conn
+
+    def check_joinable(self, conn: sqlite3.Connection) -> None:
+        """Refuse, with a :class:`ConfigError` saying why, a connection that :meth:`join` must not write through.
+
+        It must be open on this store's file, and its commits must be at least as durable
+        as this store's own (its ``synchronous`` level, a journal that survives a crash):
+        otherwise an application commit could be acknowledged while its events were not
+        yet on disk.
+        """
+        if self._joinable.get(id(conn)) is conn:
+            return  # checked before (held here, so its id cannot belong to another connection)
+        if self._memory:
+            raise ConfigError(f"{self.url}: an in-memory ledger cannot share an application's transactions")
+        try:
+            files = {name: path for _, name, path in conn.execute("PRAGMA database_list")}
+            (level,) = conn.execute("PRAGMA synchronous").fetchone()
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.url}: cannot inspect the application's connection: {exc}") from None
+        mine = self._target.removeprefix("file:")
+        theirs = files.get("main") or ""
+        if not theirs or not Path(theirs).exists() or not Path(theirs).samefile(mine):
+            raise ConfigError(
+                f"{self.url}: the application's connection is on {theirs or 'an in-memory database'!r}, not on "
+                "the ledger's file; open the ledger on the application's database to share its transactions"
+            )
+        if str(mode).lower() in ("off", "memory"):
+            raise ConfigError(
+                f"{self.url}: the application's connection runs journal_mode={mode}: its commits are not "
+                "crash-safe, so they cannot carry the audit events"
+            )
+        if int(level) < _SYNCHRONOUS_LEVEL[self._synchronous]:
+            names = {v: k for k, v in _SYNCHRONOUS_LEVEL.items()}
+            raise ConfigError(
+                f"{self.url}: the application's connection runs synchronous={names.get(int(level), level)}, "
+                f"the ledger {self._synchronous}: its commits would not make the audit events as durable; "
+                f"set PRAGMA synchronous={self._synchronous} on the application's connections "
+                "(or open the ledger with ?synchronous=... to accept less)"
+            )
+        if len(self._joinable) >= _JOINABLE_KEPT:
+            self._joinable.clear()
+        self._joinable[id(conn)] = conn
+
+    @contextmanager
+    def join(self, conn: sqlite3.Connection) -> Iterator[SQLiteWriteTxn]:
+        """A write inside the caller's own transaction on ``conn`` (see :meth:`check_joinable`).
+
+        Nothing is committed here: the caller's commit makes the rows durable together with
+        its own changes, in one commit and one sync, and its rollback takes them back. A
+        savepoint makes this write all or nothing inside that transaction. This store's
+        lock is not taken: the caller may already hold the file's write lock, and waiting
+        for a writer of this store that waits for that file lock would deadlock; SQLite's
+        file lock serialises the two (a head read before the caller's first write is
+        checked by the write itself: a stale snapshot cannot write, and ``leaves`` is keyed
+        by position).
+        """
+        try:
+            if not conn.in_transaction:
+                conn.execute("BEGIN")  # the caller's commit ends it; a bare savepoint would commit on release
+            conn.execute(f"SAVEPOINT {_JOIN_SAVEPOINT}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.url} in the application's transaction: {exc}") from None
+        try:
+            yield SQLiteWriteTxn(conn)
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute(f"ROLLBACK TO {_JOIN_SAVEPOINT}")
+                conn.execute(f"RELEASE {_JOIN_SAVEPOINT}")
+            raise
+        try:
+            conn.execute(f"RELEASE {_JOIN_SAVEPOINT}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"write failed on {self.url} in the application's transaction: {exc}") from None
 
     # ------------------------------------------------------------ purge (retention's hooks)
 
