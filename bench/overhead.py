@@ -119,6 +119,22 @@ class NullSink:
         return [None for _ in events]
 
 
+def app_engine(url: str, args: argparse.Namespace) -> Any:
+    """The app's engine, as create_app makes it; ``--app-journal wal`` puts every mode's app in WAL
+    (off included: the same app with auditing off), synchronous left at SQLite's FULL."""
+    from sqlalchemy import create_engine, event
+
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    if args.app_journal == "wal":
+
+        @event.listens_for(engine, "connect")
+        def wal(dbapi: Any, _record: Any) -> None:
+            dbapi.execute("PRAGMA journal_mode = WAL")
+
+    engine.connect().close()
+    return engine
+
+
 class Driver:
     def __init__(self, app: Any) -> None:
         self.http = httpx.AsyncClient(
@@ -170,17 +186,19 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
             sinks["client"] = Queued(client)
         except Exception as exc:  # the bench still reports what it can measure
             print(f"client mode skipped: {type(exc).__name__}: {exc}")
-    drivers = {
-        name: Driver(create_app(f"sqlite:///{folder / f'app-{name}.db'}", sink=sink, admin_token=TOKEN))
-        for name, sink in sinks.items()
-    }
-    # The ledger's tables in the app's own database, written in the app's transactions: one
-    # commit (and its syncs, the app's own synchronous=FULL rollback journal) carries both.
-    shared_url = f"sqlite:///{folder / 'app-embed-in-db.db'}"
-    sinks["embed-in-db"] = shared = ledger_in(shared_url)
-    drivers["embed-in-db"] = Driver(
-        create_app(shared_url, sink=shared, admin_token=TOKEN, audit_write="in_transaction")
-    )
+    drivers = {}
+    for name, sink in sinks.items():
+        url = f"sqlite:///{folder / f'app-{name}.db'}"
+        drivers[name] = Driver(create_app(url, sink=sink, admin_token=TOKEN, engine=app_engine(url, args)))
+    if not args.no_in_db:
+        # The ledger's tables in the app's own database, written in the app's transactions: one
+        # commit (and its syncs, with the app's own journal and synchronous=FULL) carries both.
+        shared_url = f"sqlite:///{folder / 'app-embed-in-db.db'}"
+        engine = app_engine(shared_url, args)  # the app's journal mode is set before the ledger opens the file
+        sinks["embed-in-db"] = shared = ledger_in(shared_url)
+        drivers["embed-in-db"] = Driver(
+            create_app(shared_url, sink=shared, admin_token=TOKEN, engine=engine, audit_write="in_transaction")
+        )
     for driver in drivers.values():
         await driver.setup()
         await driver.run(max(5, args.requests // 10))  # warm-up
@@ -264,6 +282,13 @@ def main() -> None:
         "--breakdown", action="store_true", help="two more modes: a sink that keeps nothing, an in-memory ledger"
     )
     parser.add_argument("--no-client", action="store_true", help="skip the client + server mode")
+    parser.add_argument("--no-in-db", action="store_true", help="skip the mode with the ledger in the app's database")
+    parser.add_argument(
+        "--app-journal",
+        choices=("delete", "wal"),
+        default="delete",
+        help="every mode's app database: SQLite's rollback journal (the example's default) or WAL",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(bench(args, Path(folder)))

@@ -414,28 +414,41 @@ class SQLAlchemyAuditor:
 
     def _after_begin(self, _session: Session, _txn: SessionTransaction, connection: Connection) -> None:
         engine = connection.engine
-        if id(engine) not in self._guarded:
-            event.listen(engine, "before_execute", self._before_execute)
-            self._installed.append((engine, "before_execute", self._before_execute))
-            self._guarded.add(id(engine))
-
-    def _before_execute(
-        self, _conn: Connection, statement: Any, _multiparams: Any, _params: Any, options: Mapping[str, Any]
-    ) -> None:
-        """Refuse an ORM bulk INSERT/UPDATE/DELETE on an audited class before it runs.
-
-        The flush's own statements are Core statements on the tables (no ORM entity), and
-        pass. ``options`` are the execution's own; the statement's are asked for as well.
-        """
-        if not getattr(statement, "is_dml", False):
+        if id(engine) in self._guarded:
             return
+        # Kept in _installed until remove(): the engine stays alive, so its id is not reused.
+        for name, fn in (
+            ("do_execute", self._do_execute),
+            ("do_executemany", self._do_execute),
+            ("do_execute_no_params", self._do_execute_no_params),
+        ):
+            event.listen(engine, name, fn)
+            self._installed.append((engine, name, fn))
+        self._guarded.add(id(engine))
+
+    def _do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
+        return self._do_execute(cursor, statement, None, context)
+
+    def _do_execute(self, _cursor: Any, _statement: str, _parameters: Any, context: Any) -> bool:
+        """Refuse an ORM bulk INSERT/UPDATE/DELETE on an audited class before the cursor runs it.
+
+        A dialect event, asked once per statement sent to the database: engine events
+        (``before_execute``) make every connection dispatch at each of its steps, and a
+        session's ``do_orm_execute`` builds an ``ORMExecuteState`` for every statement, both
+        costlier. The flush's own statements are Core statements on the tables (no ORM
+        entity) and pass. Returns False: the dialect executes the statement as usual.
+        """
+        if not (context.isinsert or context.isupdate or context.isdelete):
+            return False
+        compiled = context.compiled
+        statement = compiled.statement if compiled is not None else None
+        if statement is None or not getattr(statement, "is_dml", False):
+            return False
         entity = statement.entity_description.get("entity")
         spec = getattr(entity, _SPEC_ATTR, None)
-        if not isinstance(spec, ModelSpec):
-            return
-        if options.get(SKIP_OPTION) or statement.get_execution_options().get(SKIP_OPTION):
-            return
-        kind = "INSERT" if statement.is_insert else "UPDATE" if statement.is_update else "DELETE"
+        if not isinstance(spec, ModelSpec) or context.execution_options.get(SKIP_OPTION):
+            return False
+        kind = "INSERT" if context.isinsert else "UPDATE" if context.isupdate else "DELETE"
         raise ConfigError(
             f"bulk {kind} on audited {entity.__name__} ({spec.resource_type}) would bypass the "
             "audit trail: load the objects and change or delete them through the session, or add "
