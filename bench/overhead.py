@@ -8,7 +8,9 @@ serve`` process on 127.0.0.1. Requests go through the full ASGI stack
 in-process (httpx.ASGITransport). ``--breakdown`` adds two modes that split the
 embedded cost: a sink that keeps nothing (the capture path alone: middleware,
 actor dependency, flush hooks) and an in-memory ledger (the ledger's work
-without the disk).
+without the disk). ``embed-in-db`` keeps the ledger's tables in the app's own database and
+writes them in the app's transactions (``write="in_transaction"``); ``--app-journal wal``
+puts every mode's app database in WAL, "off" included.
 
 Keeping the comparison honest on a shared machine:
 
