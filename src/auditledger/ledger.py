@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from auditledger import canonical
-from auditledger.errors import ValidationError
+from auditledger.errors import ConfigError, ValidationError
 from auditledger.model import (
     DEFAULT_LIMITS,
     Actor,
@@ -153,8 +153,6 @@ class AuditLog:
         """Raise a :class:`ConfigError` unless ``record_many(..., within=conn)`` may write through ``conn``."""
         check = getattr(self.store, "check_joinable", None)
         if check is None:
-            from auditledger.errors import ConfigError
-
             raise ConfigError(
                 f"{type(self.store).__name__} cannot write in an application's transaction (the SQLite store can)"
             )
@@ -261,8 +259,7 @@ class AuditLog:
                 txn.set_head(head)
         done = [r for r in receipts if r is not None]
         if within is None:
-            for callback in self._after_commit:
-                callback(done)
+            self.committed(done)
         return done
 
     # ------------------------------------------------------------ reading
