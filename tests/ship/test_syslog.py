@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,11 +49,12 @@ def read_octet_counted(conn: socket.socket | ssl.SSLSocket) -> list[bytes]:
 
 
 class TcpReceiver:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, tls: ssl.SSLContext | None = None, read_after: float = 0.0, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.frames: list[bytes] = []
         self.tls = tls
+        self.read_after = read_after  # seconds a connection's bytes wait unread (a slow receiver)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -65,6 +67,7 @@ class TcpReceiver:
             try:
                 if self.tls is not None:
                     conn = self.tls.wrap_socket(conn, server_side=True)
+                time.sleep(self.read_after)
                 with conn:
                     self.frames += read_octet_counted(conn)
             except (ssl.SSLError, OSError):
@@ -153,13 +156,20 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_with_a_verified_certificate(filled: tuple[AuditLog, list[str]], tmp_path: Path) -> None:
-    """Over TLS (RFC 5425) the server certificate is verified against caFile and framing is octet counting."""
+@pytest.mark.parametrize("read_after", [0.0, 0.5], ids=["prompt", "slow-receiver"])
+def test_tls_with_a_verified_certificate(
+    filled: tuple[AuditLog, list[str]], tmp_path: Path, read_after: float
+) -> None:
+    """Over TLS (RFC 5425) the server certificate is verified against caFile and framing is octet counting.
+
+    A receiver that reads only after the shipper has finished still gets every frame: the
+    shipper's close must not reset the connection (it holds the server's unread session tickets).
+    """
     log, ids = filled
     cert, key = _self_signed(tmp_path)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
-    rec = TcpReceiver(tls=ctx)
+    rec = TcpReceiver(tls=ctx, read_after=read_after)
     try:
         out = run_shipper(log, {"logExporters": [{"id": "t", "type": "syslog", "host": "127.0.0.1", "port": rec.port,
                                                   "protocol": "tls", "caFile": str(cert), "format": "ecs"}]})
@@ -194,11 +204,7 @@ def test_connection_refused_then_receiver_appears(filled: tuple[AuditLog, list[s
     spec = {"logExporters": [{"id": "s", "type": "syslog", "host": "127.0.0.1", "port": port}], **FAST_RETRY}
     out = run_shipper(log, spec)
     assert out["offsets"] == {"s": 0} and "cannot connect" in out["errors"]["s"]
-    rec = TcpReceiver.__new__(TcpReceiver)
-    rec.sock = socket.create_server(("127.0.0.1", port))
-    rec.port, rec.frames, rec.tls = port, [], None
-    rec.thread = threading.Thread(target=rec._serve, daemon=True)
-    rec.thread.start()
+    rec = TcpReceiver(port=port)
     try:
         out = run_shipper(log, spec)
         assert out["errors"] == {} and out["offsets"] == {"s": 120}

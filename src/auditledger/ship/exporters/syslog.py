@@ -21,6 +21,7 @@ from auditledger.ship.formats import DEFAULT_SD_ID, Record, SyslogHeader, cef_te
 from auditledger.ship.spec import Props
 
 UDP_MAX = 65_000
+_DRAIN_SECONDS = 2.0  # at most this long, at close, for the receiver to close its side
 
 
 class SyslogExporter(Exporter):
@@ -86,15 +87,29 @@ class SyslogExporter(Exporter):
             else:
                 sock.sendall(b"".join(frames))
         except (OSError, ssl.SSLError) as exc:
-            self.close()
+            self._drop()
             raise DeliveryError(f"syslog {self.id}: sending to {self.host}:{self.port}: {exc}") from None
 
     def close(self) -> None:
-        if self._sock is not None:
+        """End the stream so that the receiver reads every byte sent.
+
+        After our FIN, what the receiver still sends is read until it closes too: a socket
+        closed with unread bytes (a TLS 1.3 server's session tickets, which nothing here
+        reads) answers with a reset, and a reset can make the receiver drop frames it had
+        not read yet, though ``sendall`` had returned.
+        """
+        if self._sock is not None and self.protocol != "udp":
+            sock = self._sock
             try:
-                if self.protocol != "udp":
-                    self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(min(self.timeout, _DRAIN_SECONDS))
+                while sock.recv(4096):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass  # the receiver reset or went quiet: nothing more to wait for
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._sock is not None:
             self._sock.close()
             self._sock = None
