@@ -313,7 +313,8 @@ class Retention:
         hi = self._first_seq_at(tenant, end)
         if hi <= lo:
             return
-        dates = (None if flt.start_date is None else to_micros(flt.start_date), to_micros(end))
+        dates = None if _is_sqlite(self.store) else (
+            None if flt.start_date is None else to_micros(flt.start_date), to_micros(end))
         hold_ids, held = self._held(tenant, lo, hi)
         sweep = not dry_run and self._sweeps(tenant, lo, hi)
         write = self.store.write if dry_run else getattr(self.store, "purge_write", self.store.write)
@@ -374,7 +375,7 @@ class Retention:
         tenant: str,
         flt: PurgeFilter,
         span: tuple[int, int],
-        dates: tuple[int | None, int],
+        dates: tuple[int | None, int] | None,
         held: Sequence[int],
         dry_run: bool,
         sweep: bool,
@@ -655,17 +656,25 @@ def namespace_query(flt: PurgeFilter) -> Query:
 
 
 def _window_where(
-    tenant: str, flt: PurgeFilter, span: tuple[int, int], dates: tuple[int | None, int]
+    tenant: str, flt: PurgeFilter, span: tuple[int, int], dates: tuple[int | None, int] | None
 ) -> tuple[str, list[Any]]:
-    """The filter over ``events e`` for positions ``span`` (resource types and actions in SQL)."""
-    # Dates grow with seq, so the seq range already is the date range; the dates are checked too,
-    # behind a unary plus that keeps the planner off the (tenant, date) index (a scan of
-    # everything older, once per batch).
-    where = "e.tenant = ? AND e.seq >= ? AND e.seq < ? AND +e.date < ?"
-    params: list[Any] = [tenant, span[0], span[1], dates[1]]
-    if dates[0] is not None:
-        where += " AND +e.date >= ?"
-        params.append(dates[0])
+    """The filter over ``events e`` for positions ``span`` (resource types and actions in SQL).
+
+    Dates grow strictly with seq and the purge's range was found on the date index, so the seq
+    range already is the date range. ``dates`` checks them again (a store whose tables are
+    partitioned by date); with None the window is positions only, which lets SQLite find the
+    leaves to mark from the (tenant, seq) index alone instead of reading every event row twice.
+    """
+    where = "e.tenant = ? AND e.seq >= ? AND e.seq < ?"
+    params: list[Any] = [tenant, span[0], span[1]]
+    if dates is not None:
+        # Behind a unary plus that keeps the planner off the (tenant, date) index (a scan of
+        # everything older, once per batch).
+        where += " AND +e.date < ?"
+        params.append(dates[1])
+        if dates[0] is not None:
+            where += " AND +e.date >= ?"
+            params.append(dates[0])
     for column, values in (("e.resource_type", flt.resources), ("e.action", flt.actions)):
         if values:
             where += f" AND {column} IN ({','.join('?' * len(values))})"
