@@ -6,8 +6,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from auditledger import AuditLog
 from auditledger.demo import demo_events
+from auditledger.store import sqlite as sqlite_store
 from auditledger.store.sqlite import SQLiteStore
 
 
@@ -65,5 +68,43 @@ def test_the_writer_keeps_a_large_page_cache(tmp_path: Path) -> None:
         assert kib <= -65_536  # negative: KiB
         (reader_kib,) = store.reader().execute("PRAGMA cache_size").fetchone()
         assert reader_kib == -2000  # readers keep SQLite's default
+    finally:
+        store.close()
+
+
+def test_purge_batches_let_the_wal_start_over_while_other_commits_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ingest commit landing during each of purge's checkpoints no longer keeps the WAL from starting over.
+
+    SQLite restarts the WAL only when a write begins with every frame copied. Each round here is
+    what a purge with ingest running does: an ingest commit that is still open while purge copies
+    the WAL outside the lock, then purge's next batch. Without the copy under the lock the WAL
+    grew by every round's frames toward the writer's 64 MiB backstop.
+    """
+    monkeypatch.setattr(sqlite_store, "_PURGE_RESTART_FRAMES", 40)
+    path = tmp_path / "ledger.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        assert store._checkpointer is not None
+        store._checkpointer.stop()  # its own timing would race with the order below
+        store._checkpointer = None
+        store._writer.execute("CREATE TABLE scratch (x BLOB)")
+        wal = Path(f"{path}-wal")
+        sizes = []
+        for _ in range(40):
+            with store.write() as txn:
+                txn.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) "
+                    "INSERT INTO scratch SELECT randomblob(3000) FROM n"
+                )
+                assert store.checkpoint()  # copies up to the last commit; this one lands after it
+            with store.purge_write(lift_guards=False) as txn:
+                txn.execute("DELETE FROM scratch WHERE rowid IN (SELECT rowid FROM scratch LIMIT 20)")
+            sizes.append(wal.stat().st_size)
+        # About 22 frames a round: forty rounds without a restart would leave ~900 frames (3.6 MB).
+        assert max(sizes) < 8 * sizes[0], sizes
+        (count,), = store.reader().execute("SELECT count(*) FROM scratch").fetchall()
+        assert count == 0
     finally:
         store.close()

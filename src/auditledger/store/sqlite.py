@@ -84,6 +84,9 @@ _MAX_CHAR = "\U0010ffff"
 # inside one commit in every few.
 _WRITER_CHECKPOINT_PAGES = 16_384
 _CHECKPOINT_PAUSE = 0.2  # seconds between two background checkpoints while commits go on
+# Past this many frames in the WAL, purge's next batch first copies what is left under the writer
+# lock, so that its own first write starts the WAL over (see ``purge_write``).
+_PURGE_RESTART_FRAMES = _WRITER_CHECKPOINT_PAGES // 4
 # The writer's page cache (KiB; pages are taken as used). A group commit of a few thousand
 # events touches thousands of details and index pages spread over the file: with SQLite's
 # default 2 MiB they were read again on every batch and spilled to the WAL before the commit.
@@ -167,6 +170,7 @@ class SQLiteStore:
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
         self._write_lock = _WriterLock()
+        self._wal_frames = 0  # frames in the WAL at purge's last checkpoint
         self._writer = self._connect()
         self._all: list[sqlite3.Connection] = [self._writer]
         self._migrate()
@@ -370,6 +374,8 @@ class SQLiteStore:
         """
         with self._write_lock:
             conn = self._writer
+            if self._wal_frames > _PURGE_RESTART_FRAMES:
+                self._restart_wal(conn)
             (sync,) = conn.execute("PRAGMA synchronous").fetchone()
             (secure,) = conn.execute("PRAGMA secure_delete").fetchone()
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -394,9 +400,24 @@ class SQLiteStore:
         paces purge to the disk instead. False when another checkpoint was running.
         """
         with suppress(sqlite3.Error):
-            (busy, _, _), = self.reader().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            (busy, frames, _), = self.reader().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._wal_frames = max(0, frames)
             return not busy
         return False
+
+    def _restart_wal(self, conn: sqlite3.Connection) -> None:
+        """Under the writer lock: copy the frames the last checkpoint left, so the next write restarts the WAL.
+
+        SQLite starts the WAL over only when a write transaction begins with every frame
+        already copied. Purge's checkpoints run outside the lock, and the ingest commit that
+        was waiting for the batch lands meanwhile, so that almost never held: the WAL grew
+        past the writer's backstop (17.5k frames at 1M events) and the backstop's copy then
+        ran inside an ingest commit. Here only that last commit's frames are left to copy.
+        """
+        with suppress(sqlite3.Error):
+            (busy, frames, copied), = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if not busy and frames == copied:
+                self._wal_frames = 0
 
     def writers_waiting(self) -> int:
         """How many threads wait for the writer now (purge lets them in before its next batch)."""
