@@ -114,6 +114,30 @@ def test_commit_callbacks_wait_for_the_applications_commit(app_db: Path) -> None
         log.close()
 
 
+def test_a_connection_made_less_durable_after_it_was_accepted_is_refused(app_db: Path) -> None:
+    """Its file is checked once, its durability at every join: a PRAGMA after the first commit counts."""
+    event = [{"resource_type": "NOTE", "action": "CREATE", "actor": ACTOR}]
+    log = AuditLog(SQLiteStore(f"sqlite:///{app_db}", journal="keep"))
+    conn = sqlite3.connect(app_db)
+    try:
+        conn.execute("PRAGMA synchronous = FULL")
+        log.record_many(event, within=conn)
+        conn.commit()
+        conn.execute("PRAGMA synchronous = OFF")
+        with pytest.raises(ConfigError, match="synchronous=OFF, the ledger FULL"):
+            log.record_many(event, within=conn)
+        conn.rollback()
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA journal_mode = MEMORY")
+        with pytest.raises(ConfigError, match="journal_mode=memory"):
+            log.record_many(event, within=conn)
+        conn.rollback()
+        assert log.count() == 1
+    finally:
+        conn.close()
+        log.close()
+
+
 def test_connections_that_cannot_carry_the_events_are_refused(app_db: Path, tmp_path: Path) -> None:
     """Another file, a connection whose commits are less durable than the ledger's, a journal that does
     not survive a crash, an in-memory ledger: each a ConfigError saying why, and nothing written."""

@@ -290,23 +290,24 @@ class SQLiteStore:
         otherwise an application commit could be acknowledged while its events were not
         yet on disk.
         """
-        if self._joinable.get(id(conn)) is conn:
-            return  # checked before (held here, so its id cannot belong to another connection)
         if self._memory:
             raise ConfigError(f"{self.url}: an in-memory ledger cannot share an application's transactions")
+        # Its file cannot change, so it is checked once; its durability can (any PRAGMA on it), so every time.
+        known = self._joinable.get(id(conn)) is conn  # held here, so its id cannot belong to another connection
         try:
-            files = {name: path for _, name, path in conn.execute("PRAGMA database_list")}
+            files = {} if known else {name: path for _, name, path in conn.execute("PRAGMA database_list")}
             (level,) = conn.execute("PRAGMA synchronous").fetchone()
             (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.url}: cannot inspect the application's connection: {exc}") from None
-        mine = self._target.removeprefix("file:")
-        theirs = files.get("main") or ""
-        if not theirs or not Path(theirs).exists() or not Path(theirs).samefile(mine):
-            raise ConfigError(
-                f"{self.url}: the application's connection is on {theirs or 'an in-memory database'!r}, not on "
-                "the ledger's file; open the ledger on the application's database to share its transactions"
-            )
+        if not known:
+            mine = self._target.removeprefix("file:")
+            theirs = files.get("main") or ""
+            if not theirs or not Path(theirs).exists() or not Path(theirs).samefile(mine):
+                raise ConfigError(
+                    f"{self.url}: the application's connection is on {theirs or 'an in-memory database'!r}, not on "
+                    "the ledger's file; open the ledger on the application's database to share its transactions"
+                )
         if str(mode).lower() in ("off", "memory"):
             raise ConfigError(
                 f"{self.url}: the application's connection runs journal_mode={mode}: its commits are not "
@@ -320,6 +321,8 @@ class SQLiteStore:
                 f"set PRAGMA synchronous={self._synchronous} on the application's connections "
                 "(or open the ledger with ?synchronous=... to accept less)"
             )
+        if known:
+            return
         if len(self._joinable) >= _JOINABLE_KEPT:
             self._joinable.clear()
         self._joinable[id(conn)] = conn
