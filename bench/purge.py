@@ -35,6 +35,7 @@ from auditledger import Actor, AuditLog
 from auditledger.demo import demo_events
 from auditledger.model import to_micros
 from auditledger.retention import Retention, purge_filter
+from auditledger.store.sqlite import _WRITER_CHECKPOINT_PAGES
 
 _SIDE = ("", "-wal", "-shm")
 
@@ -155,10 +156,12 @@ def purge_run(path: str, cut: datetime, ingest_batch: int) -> None:
     t0 = time.perf_counter()
     result = retention.purge(purge_filter(cut), actor=Actor.system("bench"), reclaim=False)
     purge_s = time.perf_counter() - t0
+    wal_purge = _wal_frames(path)
     during = latencies[len(quiet):]
     t1 = time.perf_counter()
     retention.reclaim()
     reclaim_s = time.perf_counter() - t1
+    wal_vacuum = _wal_frames(path)
     during_reclaim = latencies[len(quiet) + len(during):]
     stop.set()
     thread.join()
@@ -175,6 +178,9 @@ def purge_run(path: str, cut: datetime, ingest_batch: int) -> None:
             print(f"ingest {label}: {len(calls)} calls of {ingest_batch}, median "
                   f"{statistics.median(calls) * 1000:.1f} ms, p99 {_p99(calls) * 1000:.1f} ms, "
                   f"max {max(calls) * 1000:.1f} ms, {sum(c > 0.2 for c in calls)} over 200 ms")
+    # The -wal file never shrinks here, so its size is the most frames the WAL held at once.
+    print(f"WAL high-water mark: {wal_purge:,} frames after the purge, {wal_vacuum:,} after the vacuum "
+          f"(the writer's backstop checkpoint runs past {_WRITER_CHECKPOINT_PAGES:,})")
     lost = before_head + ingested + len(result.event_ids) - head
     print(f"ingested {ingested:,} events concurrently, lost {lost}; verify ok: {report.sizes['main']:,} positions, "
           f"{report.purged['main']:,} purged")
@@ -184,6 +190,15 @@ def purge_run(path: str, cut: datetime, ingest_batch: int) -> None:
           f"~{kept:.0f} B (its leaf row and share of tree nodes)")
     log.close()
     remove(path)
+
+
+def _wal_frames(path: str) -> int:
+    """Frames the ``-wal`` file has room for (a 32-byte header, then 24-byte frame headers with their pages)."""
+    conn = sqlite3.connect(path)
+    (page,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    size = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    return max(0, size - 32) // (int(page) + 24)
 
 
 def _p99(values: list[float]) -> float:
