@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
-from sqlalchemy import String, create_engine, delete, insert, update
+from sqlalchemy import String, create_engine, delete, event, insert, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -394,3 +394,145 @@ def test_in_transaction_needs_a_ledger_on_the_sessions_database(tmp_path: Path, 
         assert s.query(Note).count() == 0
     engine.dispose()
     ledger.close()
+
+
+WriteMode = Literal["before_commit", "after_commit", "in_transaction"]
+
+
+@pytest.fixture(params=["before_commit", "after_commit", "in_transaction"])
+def on_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], AuditLog]]:
+    """An app on a SQLite file and a ledger on its own file (in the app's file for in_transaction)."""
+    mode: WriteMode = request.param
+    app = f"sqlite:///{tmp_path / 'app.db'}"
+    ledger = AuditLog(SQLiteStore(app, journal="keep")) if mode == "in_transaction" else AuditLog.open(
+        f"sqlite:///{tmp_path / 'audit.db'}"
+    )
+    engine = create_engine(app)
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    auditor = SQLAlchemyAuditor(ledger, write=mode).install(factory)
+    with audit_scope(Actor.user("anna")):
+        yield factory, ledger
+    auditor.remove()
+    engine.dispose()
+    ledger.close()
+
+
+def finalise_drafts(s: Session, *_args: Any) -> None:
+    """A user's hook that changes audited objects late in the commit: stored drafts become final, and get a
+    sibling."""
+    for obj in list(s.identity_map.values()):
+        if isinstance(obj, Note) and obj.text == "draft":
+            obj.text = "final"
+            s.add(Note(text="sibling"))
+
+
+def trail(ledger: AuditLog) -> list[tuple[str, Any, Any]]:
+    return [(e.action, e.before, e.after) for e in ledger.iter_search(order="asc")]
+
+
+@pytest.mark.parametrize("hook", ["before_commit", "after_flush_postexec"])
+def test_changes_made_late_in_the_commit_are_recorded_once(
+    on_files: tuple[sessionmaker[Session], AuditLog], hook: str
+) -> None:
+    """A user's before_commit listener registered after the auditor, or an after_flush_postexec hook, that
+    changes audited objects during commit: SQLAlchemy flushes those changes in the commit, and each is
+    recorded exactly once, in every write mode."""
+    factory, ledger = on_files
+    event.listen(factory, hook, finalise_drafts)
+    try:
+        with factory() as s:
+            draft = Note(text="draft")  # held: the identity map keeps unchanged objects weakly
+            s.add(draft)
+            if hook == "before_commit":
+                s.flush()  # stored before the commit starts, in every mode
+            s.commit()  # after_flush_postexec: the commit's first flush makes the change
+            s.add(Note(text="later"))
+            s.commit()
+        with factory() as s:
+            assert sorted(n.text for n in s.query(Note)) == ["final", "later", "sibling"]
+    finally:
+        event.remove(factory, hook, finalise_drafts)
+    assert trail(ledger) == [
+        ("CREATE", None, {"id": 1, "text": "draft"}),
+        ("CREATE", None, {"id": 2, "text": "sibling"}),  # one flush: new objects first, then changed ones
+        ("UPDATE", {"text": "draft"}, {"text": "final"}),
+        ("CREATE", None, {"id": 3, "text": "later"}),
+    ]
+    assert ledger.verify().sizes == {"main": 4}
+
+
+def test_a_commit_that_fails_after_a_late_flush_records_nothing(
+    on_files: tuple[sessionmaker[Session], AuditLog],
+) -> None:
+    """A later before_commit listener flushes a change of its own, then raises: the commit fails, the
+    session rolls back, and neither the change it flushed nor the ones before it are recorded."""
+    factory, ledger = on_files
+
+    def flush_then_refuse(s: Session) -> None:
+        finalise_drafts(s)
+        s.flush()
+        raise RuntimeError("refused by the application")
+
+    event.listen(factory, "before_commit", flush_then_refuse)
+    try:
+        with factory() as s:
+            draft = Note(text="draft")  # held: the identity map keeps unchanged objects weakly
+            s.add(draft)
+            s.flush()
+            with pytest.raises(RuntimeError, match="refused"):
+                s.commit()
+            s.rollback()
+    finally:
+        event.remove(factory, "before_commit", flush_then_refuse)
+    with factory() as s:
+        assert s.query(Note).count() == 0
+        s.add(Note(text="after"))
+        s.commit()
+    assert trail(ledger) == [("CREATE", None, {"id": 1, "text": "after"})]
+
+
+def test_with_a_later_listener_a_refused_batch_still_aborts_the_commit(capture: Capture, tmp_path: Path) -> None:
+    """When a listener after the auditor's defers the batch to the connection's COMMIT, a sink refusing
+    it there still makes commit() raise with nothing committed, and the session goes on after a rollback."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine)
+    SQLAlchemyAuditor(capture).install(factory)
+    event.listen(factory, "before_commit", finalise_drafts)
+    with factory() as s:
+        with audit_scope(tenant="Not A Tenant"):
+            s.add(Note(text="never stored"))
+            with pytest.raises(ValidationError, match="tenant"):
+                s.commit()
+        s.rollback()
+        s.add(Note(text="after"))
+        s.commit()
+    with factory() as s:
+        assert [n.text for n in s.query(Note)] == ["after"]
+    assert [e["after"]["text"] for e in recorded(capture)] == ["after"]
+    engine.dispose()
+
+
+def test_a_session_inside_an_outer_transaction_records_at_its_commit(capture: Capture, tmp_path: Path) -> None:
+    """A session bound to a connection already in a transaction commits no connection itself: with a
+    listener after the auditor's, the batch is written at the session's commit, before the outer one."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    Base.metadata.create_all(engine)
+    with engine.connect() as conn:
+        conn.begin()
+        factory = sessionmaker(bind=conn)
+        SQLAlchemyAuditor(capture).install(factory)
+        event.listen(factory, "before_commit", finalise_drafts)
+        with factory() as s:
+            draft = Note(text="draft")
+            s.add(draft)
+            s.flush()
+            s.commit()
+        assert [(e["action"], e["after"]["text"]) for e in recorded(capture)] == [
+            ("CREATE", "draft"),
+            ("CREATE", "sibling"),
+            ("UPDATE", "final"),
+        ]
+        conn.commit()
+    engine.dispose()

@@ -13,12 +13,14 @@ events (``after`` for CREATE, ``before`` for DELETE, the changed columns on
 both sides for UPDATE), secret columns replaced by a mask before anything
 leaves the process. Events wait with the transaction that produced them: a
 rolled-back savepoint or transaction drops its events, and the root commit
-records all of them as one atomic batch. By default that happens *before*
-the database commits, inside ``Session.commit()``: if the ledger refuses, the
-commit raises and the application's change is not committed, so no change
-goes unaudited (the ledger and the application database are two databases,
-so a crash between the two commits can still leave an event whose change was
-not committed; ``write="after_commit"`` chooses the opposite risk).
+records all of them as one atomic batch, changes flushed during the commit
+itself included (by the commit's own flushes, after other ``before_commit``
+listeners). By default that happens *before* the database commits, inside
+``Session.commit()``: if the ledger refuses, the commit raises and the
+application's change is not committed, so no change goes unaudited (the
+ledger and the application database are two databases, so a crash between
+the two commits can still leave an event whose change was not committed;
+``write="after_commit"`` chooses the opposite risk).
 
 Bulk statements on audited classes (``session.execute(update(Flow)...)``,
 ``delete``, ORM bulk ``insert``, ``Query.update/delete``) bypass the
@@ -64,6 +66,8 @@ _SPEC_ATTR = "__auditledger__"
 _PENDING_KEY = "auditledger.pending"
 _SNAPSHOT_KEY = "auditledger.deleted"
 _RECEIPTS_KEY = "auditledger.receipts"  # write="in_transaction": written, waiting for the session's commit
+_CONNECTIONS_KEY = "auditledger.connections"  # the root transaction's connections, from after_begin
+_DEFERRED_KEY = "auditledger.deferred"  # the batch waits for the first connection's COMMIT
 
 T = TypeVar("T", bound=type)
 DetailSource = str | Callable[[Any], Any]
@@ -267,10 +271,11 @@ class SQLAlchemyAuditor:
             # transaction on it: a session-level do_orm_execute listener would make
             # SQLAlchemy build an ORMExecuteState for every statement, SELECTs included.
             ("after_begin", self._after_begin),
-            ("after_commit" if self.write == "after_commit" else "before_commit", self._commit),
         ]
-        if self.write == "in_transaction":
-            hooks.append(("after_commit", self._committed))
+        if self.write == "after_commit":
+            hooks.append(("after_commit", self._commit))
+        else:
+            hooks += [("before_commit", self._commit), ("after_commit", self._committed)]
         for name, fn in hooks:
             event.listen(target, name, fn)
             self._installed.append((target, name, fn))
@@ -366,25 +371,60 @@ class SQLAlchemyAuditor:
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:  # the root ended: whatever is left was never committed
-            session.info.pop(_PENDING_KEY, None)
-            session.info.pop(_SNAPSHOT_KEY, None)
-            session.info.pop(_RECEIPTS_KEY, None)
+            info = session.info
+            info.pop(_PENDING_KEY, None)
+            info.pop(_SNAPSHOT_KEY, None)
+            info.pop(_RECEIPTS_KEY, None)
+            info.pop(_CONNECTIONS_KEY, None)
+            info.pop(_DEFERRED_KEY, None)
 
     def _commit(self, session: Session) -> None:
+        """Write the transaction's batch: at ``after_commit``, or before the database commits.
+
+        Before the database commits, every change the commit flushes must be in the batch.
+        ``Session.commit()`` runs the ``before_commit`` listeners, then flushes until the session
+        is clean, then commits each connection. When this listener is the last of them, flushing
+        here until clean (an ``after_flush`` hook may change more) leaves the commit nothing to
+        flush, and the batch is written here. A listener after this one may still change objects:
+        then the batch waits for the ``commit`` event of the transaction's first connection, the
+        last moment before the database commits (a connection listener only then, because any
+        listener on a connection makes each of its statements dispatch).
+        """
         if self.write != "after_commit":
             if session.in_nested_transaction():
                 return  # a savepoint's RELEASE: its events wait for the root
-            session.flush()  # commit flushes after this hook; record what that flush would find
+            if list(session.dispatch.before_commit)[-1] != self._commit:
+                self._defer(session)
+                return
+            for _ in range(100):  # the bound SQLAlchemy's own commit loop gives its flushes
+                if session._is_clean():
+                    break
+                session.flush()
+        self._write(session, None)
+
+    def _defer(self, session: Session) -> None:
+        session.info[_DEFERRED_KEY] = True
+        for connection in session.info.get(_CONNECTIONS_KEY, ()):
+            self._listen_commit(session, connection)
+
+    def _listen_commit(self, session: Session, connection: Connection) -> None:
+        def at_commit(conn: Connection) -> None:
+            if session.info.pop(_DEFERRED_KEY, None):  # the first connection to commit writes the batch
+                self._write(session, conn)
+
+        event.listen(connection, "commit", at_commit)
+
+    def _write(self, session: Session, committing: Connection | None) -> None:
         pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
         if not pending:
             return
         if self.write == "in_transaction":
-            self._write_in_transaction(session, pending)
+            self._write_in_transaction(session, pending, committing)
         else:
             emit([p.event for p in pending], sink=self.sink, tenant=self.tenant)
         session.info[_PENDING_KEY] = []  # cleared only once the sink took them
 
-    def _write_in_transaction(self, session: Session, pending: list[_Pending]) -> None:
+    def _write_in_transaction(self, session: Session, pending: list[_Pending], committing: Connection | None) -> None:
         """The events into the ledger's tables through the session's own connection, before it commits."""
         ledger = resolve_sink(self.sink)
         if not isinstance(ledger, AuditLog):
@@ -392,9 +432,17 @@ class SQLAlchemyAuditor:
                 "write='in_transaction' needs an AuditLog on the application's database as its sink, "
                 f"got {type(ledger).__name__}"
             )
+        known: list[Connection] = session.info.get(_CONNECTIONS_KEY, [])
         connections: dict[int, Any] = {}
         for cls in {p.cls for p in pending}:
-            dbapi = session.connection(bind_arguments={"mapper": inspect(cls)}).connection.dbapi_connection
+            mapper: Any = inspect(cls)
+            if committing is None and not known:
+                conn = session.connection(bind_arguments={"mapper": mapper})
+            else:
+                # From within the commit the session hands out no connection: find the one its flushes used.
+                bind = session.get_bind(mapper=mapper)
+                conn = next((c for c in known if c is bind or c.engine is bind), committing or known[0])
+            dbapi = conn.connection.dbapi_connection
             connections[id(dbapi)] = dbapi
         if len(connections) > 1:
             raise ConfigError(
@@ -406,13 +454,24 @@ class SQLAlchemyAuditor:
         session.info.setdefault(_RECEIPTS_KEY, []).extend(receipts)
 
     def _committed(self, session: Session) -> None:
+        if session.info.pop(_DEFERRED_KEY, None):
+            # No connection of the session committed: it joined a transaction it does not own
+            # (a session bound to a connection already in a transaction). Written now, the events
+            # still come before that transaction's commit.
+            self._write(session, None)
         receipts = session.info.pop(_RECEIPTS_KEY, None)
         if receipts:
             ledger = resolve_sink(self.sink)
             if isinstance(ledger, AuditLog):
                 ledger.committed(receipts)
 
-    def _after_begin(self, _session: Session, _txn: SessionTransaction, connection: Connection) -> None:
+    def _after_begin(self, session: Session, _txn: SessionTransaction, connection: Connection) -> None:
+        if self.write != "after_commit":
+            known: list[Connection] = session.info.setdefault(_CONNECTIONS_KEY, [])
+            if not any(c is connection for c in known):  # a savepoint begins on its parent's connection
+                known.append(connection)
+                if _DEFERRED_KEY in session.info:  # a connection taken during the commit's own flushes
+                    self._listen_commit(session, connection)
         engine = connection.engine
         if id(engine) in self._guarded:
             return
