@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from auditledger.errors import ConfigError
@@ -86,7 +86,12 @@ class AuditScope:
             return memo[3]
         ip = self.ip if actor.ip is None else actor.ip
         agent = self.user_agent if actor.user_agent is None else actor.user_agent
-        found = actor if ip is actor.ip and agent is actor.user_agent else replace(actor, ip=ip, user_agent=agent)
+        # The constructor, not dataclasses.replace, which looks the fields up again each time.
+        found = (
+            actor
+            if ip is actor.ip and agent is actor.user_agent
+            else Actor(actor.type, actor.id, actor.name, ip, agent, actor.impersonated_by)
+        )
         self._resolved = (actor, self.ip, self.user_agent, found)
         return found
 
