@@ -83,13 +83,14 @@ class AuditContextMiddleware:
             actor = self._found_actor(scope, headers)
         else:
             actor = await self._actor(scope, headers)
+        # Positional, in AuditScope's field order: keyword arguments cost more, once per request.
         audit = AuditScope(
-            actor=actor,
-            ip=_client_ip(scope, headers, self.trust_forwarded),
-            user_agent=_clip(headers.get(b"user-agent")),
-            request_id=request_id,
-            tenant=self.tenant,
-            sink=self.sink,
+            actor,
+            _client_ip(scope, headers, self.trust_forwarded),
+            _clip(headers.get(b"user-agent")),
+            request_id,
+            self.tenant,
+            self.sink,
         )
         echo = (self.request_id_header, request_id.encode("latin-1"))
 
