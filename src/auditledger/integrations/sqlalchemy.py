@@ -503,13 +503,7 @@ class SQLAlchemyAuditor:
         statement = compiled.statement if compiled is not None else None
         if statement is None or not getattr(statement, "is_dml", False):
             return False
-        # An ORM statement names its mapper in the attributes it propagates; the flush's own
-        # statements are on tables and carry none. (``entity_description`` says the same, at
-        # the price of a plugin lookup per statement.)
-        subject = statement._propagate_attrs.get("plugin_subject")
-        if subject is None:
-            return False
-        entity: Any = getattr(subject, "class_", None)
+        entity = statement.entity_description.get("entity")
         spec = getattr(entity, _SPEC_ATTR, None)
         if not isinstance(spec, ModelSpec) or context.execution_options.get(SKIP_OPTION):
             return False
