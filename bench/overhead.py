@@ -123,15 +123,17 @@ class NullSink:
 
 def app_engine(url: str, args: argparse.Namespace) -> Any:
     """The app's engine, as create_app makes it; ``--app-journal wal`` puts every mode's app in WAL
-    (off included: the same app with auditing off), synchronous left at SQLite's FULL."""
+    and ``--app-synchronous NORMAL`` lowers its syncs (off included: the same app with auditing off)."""
     from sqlalchemy import create_engine, event
 
     engine = create_engine(url, connect_args={"check_same_thread": False})
-    if args.app_journal == "wal":
+    if args.app_journal == "wal" or args.app_synchronous != "FULL":
 
         @event.listens_for(engine, "connect")
-        def wal(dbapi: Any, _record: Any) -> None:
-            dbapi.execute("PRAGMA journal_mode = WAL")
+        def pragmas(dbapi: Any, _record: Any) -> None:
+            if args.app_journal == "wal":
+                dbapi.execute("PRAGMA journal_mode = WAL")
+            dbapi.execute(f"PRAGMA synchronous = {args.app_synchronous}")
 
     engine.connect().close()
     return engine
@@ -197,7 +199,11 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
         # commit (and its syncs, with the app's own journal and synchronous=FULL) carries both.
         shared_url = f"sqlite:///{folder / 'app-embed-in-db.db'}"
         engine = app_engine(shared_url, args)  # the app's journal mode is set before the ledger opens the file
-        sinks["embed-in-db"] = shared = ledger_in(shared_url)
+        # A ledger in the app's transactions asks for the app's own sync level: no more durable, no less.
+        sinks["embed-in-db"] = shared = (
+            ledger_in(shared_url) if args.app_synchronous == "FULL"
+            else AuditLog(SQLiteStore(f"{shared_url}?synchronous={args.app_synchronous}", journal="keep"))
+        )
         drivers["embed-in-db"] = Driver(
             create_app(shared_url, sink=shared, admin_token=TOKEN, engine=engine, audit_write="in_transaction")
         )
@@ -290,6 +296,12 @@ def main() -> None:
         choices=("delete", "wal"),
         default="delete",
         help="every mode's app database: SQLite's rollback journal (the example's default) or WAL",
+    )
+    parser.add_argument(
+        "--app-synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="every mode's app database: PRAGMA synchronous (NORMAL in WAL survives an app crash, not a power cut)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
