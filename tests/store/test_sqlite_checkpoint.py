@@ -108,3 +108,4 @@ def test_purge_batches_let_the_wal_start_over_while_other_commits_keep_coming(
         assert count == 0
     finally:
         store.close()
+

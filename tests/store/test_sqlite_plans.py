@@ -1,5 +1,6 @@
 """SQLite's first-page rewrites (date range as seq range, frequent details values tested per row,
-rare free words collected through indexes) return exactly what the plain translation returns."""
+rare free words collected through indexes) return exactly what the plain translation returns;
+purge's details sweep deletes in one pass where it can."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from auditledger import AuditLog
+from auditledger.demo import demo_events
 from auditledger.query import Query, parse
 from auditledger.store.sqlite import SQLiteStore, where_clause
 
@@ -169,3 +171,32 @@ def test_a_file_from_before_the_actors_table_gets_it_on_upgrade(tmp_path: Path) 
         assert [e.actor.id for e in log.search('"Old Timer"').events] == ["old"]
         log.record("FLOW", "CREATE", {"type": "USER", "id": "new"})
         assert ("main", "new", "") in log.store.query("SELECT tenant, actor_id, actor_name FROM actors")
+
+
+def test_a_details_sweep_from_position_zero_deletes_in_one_pass(tmp_path: Path) -> None:
+    """A sweep whose every position below its end goes deletes as it walks the key, with no temporary index.
+
+    The general form (positions below ``first`` only where their leaf waits for the sweep)
+    has a subquery, and with it SQLite first copies every key it deletes and seeks it again.
+    """
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store = log.store
+    assert isinstance(store, SQLiteStore)
+    try:
+        log.record_many(list(demo_events(300)))
+        (below,), = store.reader().execute("SELECT count(*) FROM details WHERE seq < 100").fetchall()
+        (above,), = store.reader().execute("SELECT count(*) FROM details WHERE seq >= 100").fetchall()
+        assert below > 0 and above > 0
+        seen: list[str] = []
+        with store.purge_write() as txn:
+            txn.conn.set_trace_callback(seen.append)
+            resume, deleted = store.sweep_purged_details(txn, "main", (0, 100), ("", "", -1), 1_000_000)
+            txn.conn.set_trace_callback(None)
+            (statement,) = [sql for sql in seen if sql.lstrip().upper().startswith("DELETE FROM DETAILS")]
+            opcodes = {row[1] for row in txn.conn.execute(f"EXPLAIN {statement}")}
+        assert "OpenEphemeral" not in opcodes, statement
+        assert (resume, deleted) == (None, below)
+        assert store.reader().execute("SELECT count(*) FROM details WHERE seq < 100").fetchall() == [(0,)]
+        assert store.reader().execute("SELECT count(*) FROM details WHERE seq >= 100").fetchall() == [(above,)]
+    finally:
+        log.close()
