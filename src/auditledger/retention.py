@@ -443,13 +443,22 @@ class Retention:
         """
         sweep = self.store.sweep_purged_details  # type: ignore[attr-defined]
         write = getattr(self.store, "purge_write", self.store.write)
+        # Whether any position below the range still waits for a sweep (an earlier one was
+        # interrupted): one look at the leaves here, or the sweep tests each details row of
+        # every older position against its leaf.
+        pending_below = span[0] > 0 and bool(
+            self.store.query(
+                "SELECT 1 FROM leaves WHERE tenant = ? AND seq < ? AND purged = ? LIMIT 1",
+                [tenant, span[0], DETAILS_PENDING],
+            )
+        )
         after: tuple[str, str, int] | None = ("", "", -1)
         rows = _FIRST_WINDOW * 8
         while after is not None:
             with write() as txn:
                 began = time.perf_counter()
                 txn.execute("UPDATE purge_gate SET open = 1")
-                after, _ = sweep(txn, tenant, span, after, rows)
+                after, _ = sweep(txn, tenant, span, after, rows, pending_below=pending_below)
                 txn.execute("UPDATE purge_gate SET open = 0")
             rows = _paced(rows, time.perf_counter() - began, 1000, 1_000_000)
             self._pause()

@@ -344,6 +344,39 @@ def test_the_next_large_purge_finishes_an_interrupted_details_sweep(copy_ledger:
     copy_ledger.verify()
 
 
+def test_a_start_date_purge_also_finishes_an_interrupted_sweep_below_its_range(
+    copy_ledger: AuditLog, base_ledger: Base
+) -> None:
+    """A sweep whose range starts past position 0 still removes the details an earlier, interrupted sweep left
+    below that range (it looks for such leaves once); with none there it deletes by range alone."""
+    path = copy_ledger.store.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER fail_sweep BEFORE DELETE ON details BEGIN SELECT RAISE(ABORT, 'sweep cut short'); END"
+    )
+    conn.commit()
+    retention = Retention(copy_ledger, sweep_min=0)
+    with pytest.raises(StoreError, match="sweep cut short"):
+        retention.purge(purge_filter(base_ledger.now - timedelta(days=60), tenant="main"), actor=ADMIN)
+    left = _orphan_details(copy_ledger)
+    assert left > 0
+    conn.execute("DROP TRIGGER fail_sweep")
+    conn.commit()
+    conn.close()
+    later = purge_filter(
+        base_ledger.now - timedelta(days=30), start_date=base_ledger.now - timedelta(days=60), tenant="main"
+    )
+    expected = [
+        e.id for e in copy_ledger.iter_search(order="asc", tenant="main")
+        if base_ledger.now - timedelta(days=60) <= e.date < base_ledger.now - timedelta(days=30)
+    ]
+    done = retention.purge(later, actor=ADMIN)
+    assert done.count == len(expected) > 0
+    assert _orphan_details(copy_ledger) == 0
+    assert copy_ledger.store.query("SELECT count(*) FROM leaves WHERE purged <> 0 AND purged <> 1") == [(0,)]
+    copy_ledger.verify()
+
+
 def test_a_purge_takes_the_names_of_actors_it_leaves_no_event_of(tmp_path: Path) -> None:
     """After a purge, the search table of actors (SQLite) keeps only actors some remaining event names,
     and a free word for a purged actor's name finds nothing, like the events themselves."""

@@ -457,20 +457,28 @@ class SQLiteStore:
         )
 
     def sweep_purged_details(
-        self, txn: SQLiteWriteTxn, tenant: str, span: tuple[int, int], after: DetailsKey, rows: int
+        self,
+        txn: SQLiteWriteTxn,
+        tenant: str,
+        span: tuple[int, int],
+        after: DetailsKey,
+        rows: int,
+        *,
+        pending_below: bool = True,
     ) -> tuple[DetailsKey | None, int]:
         """Delete the details rows of purged positions among the next ``rows`` rows of the key after ``after``.
 
         ``span`` is (first, end): every position in [first, end) is known purged, and none
-        from end on is looked at; below first, rows go whose leaf is marked DETAILS_PENDING. Walking the table in key
-        order reads and rewrites each page once for the whole purge, where deleting a large
-        purge's details batch by batch rewrote pages scattered over the table every batch.
+        from end on is looked at; below first, rows go whose leaf is marked DETAILS_PENDING,
+        unless the caller knows none is (``pending_below`` False) or first is 0. Walking the
+        table in key order reads and rewrites each page once for the whole purge, where deleting
+        a large purge's details batch by batch rewrote pages scattered over the table every batch.
         Returns where to resume (None at the end) and how many rows went.
         """
         upper = txn.query(_SWEEP_NEXT, [tenant, *after, max(0, rows - 1)])
         end: DetailsKey = (upper[0][0], upper[0][1], upper[0][2]) if upper else (_MAX_CHAR, "", 0)
-        if span[0] <= 0:
-            deleted = txn.execute(_SWEEP_DELETE_ALL, [tenant, *after, *end, span[1]])
+        if span[0] <= 0 or not pending_below:
+            deleted = txn.execute(_SWEEP_DELETE_RANGE, [tenant, *after, *end, span[1], span[0]])
         else:
             deleted = txn.execute(_SWEEP_DELETE, [tenant, *after, *end, span[1], span[0]])
         return (end if upper else None), deleted
@@ -903,12 +911,12 @@ _SWEEP_DELETE = (
     "AND seq < ? AND (seq >= ? OR EXISTS (SELECT 1 FROM leaves l WHERE l.tenant = details.tenant "
     f"AND l.seq = details.seq AND l.purged = {DETAILS_PENDING}))"
 )
-# The same when every position below the end goes (a sweep from position 0): with no subquery
-# SQLite deletes in one pass as it walks the key, where the form above first copies every key it
-# deletes into a temporary index and then seeks each one again (2.7x the time on 261k rows).
-_SWEEP_DELETE_ALL = (
+# The same when no position below the range waits for a sweep: with no subquery SQLite deletes
+# in one pass as it walks the key, where the form above first copies every key it deletes into
+# a temporary index and then seeks each one again (2.7x the time on 261k rows).
+_SWEEP_DELETE_RANGE = (
     "DELETE FROM details WHERE tenant = ? AND (key, value, seq) > (?, ?, ?) AND (key, value, seq) <= (?, ?, ?) "
-    "AND seq < ?"
+    "AND seq < ? AND seq >= ?"
 )
 
 
