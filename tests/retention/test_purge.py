@@ -15,7 +15,7 @@ import pytest
 
 from auditledger import Actor, AuditLog, StoreError, ValidationError
 from auditledger.query import parse as parse_query
-from auditledger.retention import Retention, purge_filter
+from auditledger.retention import PurgeFilter, Retention, purge_filter
 from auditledger.tree import Tree
 from tests.retention.conftest import TENANTS, Base
 
@@ -320,23 +320,30 @@ def test_an_interrupted_purge_records_what_it_removed(copy_ledger: AuditLog, bas
     assert "disk on fire" in event.after["interrupted"]
 
 
+def _interrupt_sweep(retention: Retention, flt: PurgeFilter) -> None:
+    """Purge ``flt`` with every details delete refused, so its sweep fails after the events went; then allow them."""
+    path = retention.ledger.store.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER fail_sweep BEFORE DELETE ON details BEGIN SELECT RAISE(ABORT, 'sweep cut short'); END"
+        )
+        conn.commit()
+        with pytest.raises(StoreError, match="sweep cut short"):
+            retention.purge(flt, actor=ADMIN)
+        conn.execute("DROP TRIGGER fail_sweep")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_the_next_large_purge_finishes_an_interrupted_details_sweep(copy_ledger: AuditLog, base_ledger: Base) -> None:
     """Events purged before a failed details sweep keep no details rows once the next large purge has run."""
-    path = copy_ledger.store.url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TRIGGER fail_sweep BEFORE DELETE ON details BEGIN SELECT RAISE(ABORT, 'sweep cut short'); END"
-    )
-    conn.commit()
     retention = Retention(copy_ledger, sweep_min=0)
     flt = purge_filter(base_ledger.now - timedelta(days=30), tenant="main")
-    with pytest.raises(StoreError, match="sweep cut short"):
-        retention.purge(flt, actor=ADMIN)
+    _interrupt_sweep(retention, flt)
     assert _orphan_details(copy_ledger) > 0  # the events went, their details could not
     copy_ledger.verify()  # their leaves say the details are still to be swept: not a tampering
-    conn.execute("DROP TRIGGER fail_sweep")
-    conn.commit()
-    conn.close()
     again = retention.purge(flt, actor=ADMIN)
     assert again.count == 0
     assert _orphan_details(copy_ledger) == 0
@@ -349,20 +356,9 @@ def test_a_start_date_purge_also_finishes_an_interrupted_sweep_below_its_range(
 ) -> None:
     """A sweep whose range starts past position 0 still removes the details an earlier, interrupted sweep left
     below that range (it looks for such leaves once); with none there it deletes by range alone."""
-    path = copy_ledger.store.url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TRIGGER fail_sweep BEFORE DELETE ON details BEGIN SELECT RAISE(ABORT, 'sweep cut short'); END"
-    )
-    conn.commit()
     retention = Retention(copy_ledger, sweep_min=0)
-    with pytest.raises(StoreError, match="sweep cut short"):
-        retention.purge(purge_filter(base_ledger.now - timedelta(days=60), tenant="main"), actor=ADMIN)
-    left = _orphan_details(copy_ledger)
-    assert left > 0
-    conn.execute("DROP TRIGGER fail_sweep")
-    conn.commit()
-    conn.close()
+    _interrupt_sweep(retention, purge_filter(base_ledger.now - timedelta(days=60), tenant="main"))
+    assert _orphan_details(copy_ledger) > 0
     later = purge_filter(
         base_ledger.now - timedelta(days=30), start_date=base_ledger.now - timedelta(days=60), tenant="main"
     )
