@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Header
+from fastapi import Depends, FastAPI, Header, Request
 
 from auditledger import Actor
 from auditledger.errors import ConfigError
@@ -147,6 +149,69 @@ def test_audit_user_answers_the_user_and_solves_the_authentication_once() -> Non
 
     with pytest.raises(ConfigError, match="to_actor"):
         call(bad, "/")
+
+
+def test_audit_user_keeps_the_dependency_s_parameters_thread_and_sub_dependencies() -> None:
+    """The result is the dependency itself to FastAPI: its Request and sub-dependencies, its thread, one solve.
+
+    As a decorator, on a sync dependency taking the request and a sub-dependency: the
+    sub-dependency is solved once for the route, the dependency runs in FastAPI's worker
+    thread (not on the event loop), and the endpoint sees its user and its actor.
+    """
+    app = FastAPI()
+    sessions: list[int] = []
+    threads: list[str] = []
+
+    def db() -> int:
+        sessions.append(len(sessions))
+        return sessions[-1]
+
+    @audit_user(to_actor=lambda u: Actor.user(u["email"]))
+    def current_user(request: Request, session: int = Depends(db)) -> dict[str, Any]:
+        threads.append(threading.current_thread().name)
+        return {"email": request.headers["x-user"], "session": session}
+
+    @app.get("/")
+    def view(user: dict[str, Any] = Depends(current_user), session: int = Depends(db)) -> dict[str, Any]:
+        actor = current_actor()
+        return {"user": user, "session": session, "actor": None if actor is None else actor.to_dict()}
+
+    body = call(app, "/", {"x-user": "ann@acme.io", "user-agent": "ua"}).json()
+    assert body == {
+        "user": {"email": "ann@acme.io", "session": 0},
+        "session": 0,
+        "actor": {"type": "USER", "id": "ann@acme.io", "ip": "203.0.113.7", "user_agent": "ua"},
+    }
+    assert sessions == [0]
+    assert threads != [threading.main_thread().name]
+
+
+def test_audit_user_on_async_and_generator_dependencies() -> None:
+    """An async dependency is awaited; a generator dependency still gets its teardown after the response."""
+    app = FastAPI()
+    closed: list[str] = []
+
+    async def async_user(x_user: str = Header()) -> dict[str, str]:
+        return {"email": x_user}
+
+    def yielding_user(x_user: str = Header()) -> Iterator[dict[str, str]]:
+        yield {"email": x_user}
+        closed.append(x_user)
+
+    to_actor = lambda u: Actor.user(u["email"])  # noqa: E731
+    for path, dependency in (("/async", async_user), ("/yield", yielding_user)):
+        audited = audit_user(dependency, to_actor=to_actor)
+
+        def view(user: dict[str, str] = Depends(audited)) -> dict[str, Any]:
+            actor = current_actor()
+            return {"user": user, "actor": None if actor is None else actor.id}
+
+        app.get(path)(view)
+
+    for path in ("/async", "/yield"):
+        body = call(app, path, {"x-user": "bo@acme.io"}).json()
+        assert body == {"user": {"email": "bo@acme.io"}, "actor": "bo@acme.io"}
+    assert closed == ["bo@acme.io"]
 
 
 def test_dependency_returning_a_non_actor_is_a_config_error() -> None:
