@@ -60,10 +60,15 @@ def ledger(tmp_path: Path) -> Iterator[Path]:
     yield db
 
 
-@pytest.fixture
-def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The chunks sent to the exact check (which then runs as usual)."""
+@pytest.fixture(params=[False, True], ids=["body-blob", "body-text"])
+def asked(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple[int, int]]:
+    """The chunks sent to the exact check (which then runs as usual).
+
+    Each test runs with both forms of the columns check: the body handed to the JSON
+    functions as stored and cast to text (the form taken on SQLite 3.45 and later).
+    """
     monkeypatch.setattr(sqlite_verify, "CHUNK", CHUNK)
+    monkeypatch.setattr(sqlite_verify, "_COLUMNS_CHECK", sqlite_verify.columns_check(request.param))
     chunks: list[tuple[int, int]] = []
     exact = verify.check_exact
 

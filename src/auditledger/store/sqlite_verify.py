@@ -56,7 +56,21 @@ _INDEXED = (
 )
 # ``->`` renders JSON (a string comes back quoted, a missing member as NULL): a chunk's
 # dates are one JSON list without its brackets, its details one ``seq:object`` per line.
-_COLUMNS_CHECK = f"""
+def columns_check(body_as_text: bool) -> str:
+    """The columns check; ``body_as_text`` hands the JSON functions the body as text, not as the stored BLOB.
+
+    From SQLite 3.45 on, a JSON function given a BLOB first tries to read it as JSONB: on
+    3.51.1 that made this statement cost half as much again (55.2k against 36.5k instructions
+    per event on 3.40.1); with the body cast to text it costs 34.7k there, and 36.8k on 3.40.1,
+    where the plain form is kept. Both forms give the same rows (a test runs both).
+    """
+    source = (
+        "(SELECT seq, tenant, id, resource_type, action, actor_type, actor_id, actor_name, outcome, "
+        "CAST(body AS TEXT) AS body FROM events)"
+        if body_as_text
+        else "events"
+    )
+    return f"""
 SELECT group_concat(CASE WHEN NOT same THEN seq END),
        CAST(group_concat(hashed_date, ',') AS BLOB),
        CAST(group_concat(CASE WHEN details IS NOT '{{}}' THEN seq || ':' || coalesce(details, 'none') END, char(10))
@@ -65,8 +79,11 @@ FROM (SELECT e.seq AS seq,
              json_extract(e.body, {_PATHS}) IS json_array({_INDEXED}) AND typeof(e.seq) IS 'integer' AS same,
              e.body -> '$.date' AS hashed_date,
              e.body -> '$.details' AS details
-      FROM events e WHERE e.tenant = ? AND e.seq >= ? AND e.seq < ? ORDER BY e.seq)
+      FROM {source} e WHERE e.tenant = ? AND e.seq >= ? AND e.seq < ? ORDER BY e.seq)
 """
+
+
+_COLUMNS_CHECK = columns_check(sqlite3.sqlite_version_info >= (3, 45, 0))
 # The details rows of a whole range in one pass, one row per chunk (``(seq - start) / chunk``).
 # Rows come out of the primary key in key order and SQLite's sorter keeps that order among
 # rows of one seq, so each object lists its keys sorted as the canonical form does; were it
