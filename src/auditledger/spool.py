@@ -1,0 +1,467 @@
+"""A durable spool in front of an embedded ledger: the request path pays one small commit.
+
+Recording into :class:`~auditledger.AuditLog` places each batch at once: seq,
+date, canonical bytes, leaf hash, Merkle nodes, indexes; on SQLite about
+fifteen WAL frames and an fsync per commit, and sequential requests cannot
+share a commit. :class:`Spooled` splits that in two:
+
+- ``record_many`` validates the batch as the ledger would (its limits; a bad
+  event raises the same :class:`ValidationError` naming ``events[i].field``,
+  and nothing of the batch is kept), gives every event an idempotency key and
+  an ``occurred_at``, and writes the batch as one row into a SQLite file of its
+  own (WAL, ``synchronous=FULL``): one or two WAL frames and one fsync. When it
+  returns, the batch is on disk.
+- a background thread drains the spool into the ledger, oldest row first,
+  one ledger transaction per run of one tenant's rows (up to ``batch_size``
+  events), and deletes the rows it placed.
+
+Delivery: a row leaves the spool only after the ledger committed its events.
+A crash between that commit and the delete replays the row at the next drain;
+the idempotency keys make the ledger answer those events as duplicates instead
+of storing them twice. Rows left by a process that died are drained by the next
+:class:`Spooled` opened on the file. Several processes (or objects) may share a
+spool and a ledger: each drains every row, and the keys store each event once.
+
+A drain the ledger fails (:class:`StoreError`: locked, full, closed) keeps the
+rows, keeps the error in ``errors`` and tries again after a backoff. A batch the
+ledger refuses as invalid (its limits changed since the batch was spooled) would
+block the spool forever: it moves to the spool's ``rejected`` table with the
+error, a warning is logged, and the drain goes on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
+from auditledger.ledger import DEFAULT_TENANT, AuditLog
+from auditledger.model import EventInput, check_tenant, format_micros, invalid_text_field
+from auditledger.wire import event_mapping
+
+_FORMAT = 1  # PRAGMA user_version of a spool file
+_SCHEMA = (
+    # AUTOINCREMENT: a row id is never used twice, so a drain deleting the ids it placed cannot
+    # delete a row spooled after another drain emptied the table. ``total`` is the running count
+    # of events up to this row: the events waiting are two primary-key lookups away.
+    "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, "
+    "count INTEGER NOT NULL, total INTEGER NOT NULL, events BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, count INTEGER NOT NULL, "
+    "events BLOB NOT NULL, error TEXT NOT NULL, rejected_at TEXT NOT NULL)",
+)
+_WAITING = (
+    "SELECT (SELECT total FROM spool ORDER BY id DESC LIMIT 1), (SELECT total - count FROM spool ORDER BY id LIMIT 1)"
+)
+_EVENT_INDEX = re.compile(r"events\[(\d+)\]")
+_BACKOFF = 0.1  # seconds after the first failed drain, doubled each time ...
+_MAX_BACKOFF = 10.0  # ... up to this
+_KEEP_ERRORS = 100  # the newest drain failures kept in ``errors``
+_BUSY_MS = 30_000
+
+_log = logging.getLogger("auditledger.spool")
+_open_spools: weakref.WeakSet[Spooled] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_spools() -> None:
+    """At a normal interpreter exit, drain what spools nobody closed still hold (what fails stays on disk)."""
+    for spool in list(_open_spools):
+        try:
+            spool.close()
+        except AuditLedgerError as exc:
+            _log.error("auditledger spool %s: events not drained at exit, kept for the next open: %s", spool.path, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A spooled batch the ledger refused as invalid when it was drained, kept in the spool's ``rejected`` table."""
+
+    id: int
+    tenant: str
+    events: list[dict[str, Any]]
+    error: str
+    rejected_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    id: int
+    tenant: str
+    events: list[dict[str, Any]]
+
+
+class Spooled:
+    """A sink that makes batches durable in a spool file and places them in ``ledger`` in the background.
+
+    ``path``: the spool file; by default ``<ledger file>-spool`` beside a SQLite ledger
+    (required for other stores). ``batch_size``: events per ledger transaction, and a
+    drain starts as soon as this many wait; ``flush_interval``: seconds the oldest
+    waiting event lingers before a drain starts anyway; ``max_pending``: events the
+    spool may hold before ``record_many`` refuses more (the ledger is not taking them).
+    """
+
+    def __init__(
+        self,
+        ledger: AuditLog,
+        path: str | Path | None = None,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_pending: int = 100_000,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if flush_interval < 0:
+            raise ConfigError(f"flush_interval must not be negative, got {flush_interval}")
+        if max_pending < batch_size:
+            raise ConfigError(f"max_pending ({max_pending}) must be at least batch_size ({batch_size})")
+        self.ledger = ledger
+        self.path = Path(path) if path is not None else default_path(ledger)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.errors: list[AuditLedgerError] = []  # failures of background drains, newest last
+        self._writer = _open(self.path)  # request threads' inserts, under _lock
+        self._drainer = _open(self.path)  # reads, deletes and checkpoints, under _draining
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # the drain thread sleeps on it
+        self._draining = threading.Lock()  # one drain at a time: the thread, flush() or close()
+        self._waiting = 0  # events this object spooled since its last drain started
+        self._oldest = 0.0  # monotonic time the first of them was spooled
+        self._again = True  # drain at once: rows a previous process left, or a failed drain's
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="auditledger-spool-drain", daemon=True)
+        self._thread.start()
+        _open_spools.add(self)
+
+    # ------------------------------------------------------------ the request path
+
+    def record_many(
+        self, events: Iterable[Mapping[str, Any] | EventInput], *, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
+        """Validate ``events`` as the ledger would and spool them together (all or none); their idempotency keys.
+
+        On return the batch is in the spool file, synced; the ledger places it within
+        about ``flush_interval`` seconds.
+        """
+        check_tenant(tenant)
+        ledger = self.ledger
+        drafts = [ledger._validate(i, raw) for i, raw in enumerate(events)]
+        if not drafts:
+            return []
+        now = format_micros(time.time_ns() // 1000)  # when it happened; the ledger's date is its placement
+        batch = [event_mapping(d) for d in drafts]
+        for event in batch:
+            event.setdefault("occurred_at", now)
+        blob = _encode(batch, drafts)
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the spool {self.path} is closed")
+            self._insert(tenant, len(batch), blob)
+            first = self._waiting == 0
+            self._waiting += len(batch)
+            if first:
+                self._oldest = time.monotonic()
+            if first or self._waiting >= self.batch_size:
+                self._ready.notify()
+        return [str(e["idempotency_key"]) for e in batch]
+
+    def _insert(self, tenant: str, count: int, blob: bytes) -> None:
+        """One row in one transaction, refused when the spool holds ``max_pending`` events already."""
+        try:
+            with _transaction(self._writer) as conn:
+                last, base = conn.execute(_WAITING).fetchone()
+                waiting = 0 if last is None else last - base
+                if waiting + count > self.max_pending:
+                    last_error = f"; last error: {self.errors[-1]}" if self.errors else ""
+                    raise StoreError(
+                        f"the spool {self.path} is full ({waiting} events, max_pending={self.max_pending}): "
+                        f"the ledger is not taking them{last_error}"
+                    )
+                conn.execute(
+                    "INSERT INTO spool (tenant, count, total, events) VALUES (?, ?, ?, ?)",
+                    (tenant, count, (last or 0) + count, blob),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the spool {self.path}: {exc}") from None
+
+    @property
+    def pending(self) -> int:
+        """Events in the spool file (of every process using it), not yet placed in the ledger."""
+        try:
+            last, base = self._drainer.execute(_WAITING).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the spool {self.path}: {exc}") from None
+        return 0 if last is None else int(last - base)
+
+    def rejected(self) -> list[Rejected]:
+        """The batches the ledger refused as invalid at a drain, oldest first."""
+        rows = self._drainer.execute("SELECT id, tenant, events, error, rejected_at FROM rejected ORDER BY id")
+        return [Rejected(i, t, orjson.loads(e), err, at) for i, t, e, err, at in rows]
+
+    # ------------------------------------------------------------ draining
+
+    def flush(self) -> None:
+        """Drain what is spooled now into the ledger and wait; raises the ledger's error (the rows stay)."""
+        if self._closed:
+            raise StoreError(f"the spool {self.path} is closed")
+        self._drain()
+
+    def close(self) -> None:
+        """Drain what is left, stop the drain thread and close the spool file.
+
+        Raises the ledger's error if the rest cannot be placed; those rows stay in the
+        file and the next :class:`Spooled` opened on it drains them. The ledger stays open.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ready.notify_all()
+        self._thread.join()
+        _open_spools.discard(self)
+        try:
+            self._drain()
+        finally:
+            for conn in (self._writer, self._drainer):
+                conn.close()
+
+    def __enter__(self) -> Spooled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        failures = 0
+        while self._due():
+            try:
+                self._drain()
+                failures = 0
+            except AuditLedgerError as exc:
+                failures += 1
+                self._failed(exc)
+                self._pause(min(_MAX_BACKOFF, _BACKOFF * 2 ** min(failures, 16)) * (0.5 + random.random() / 2))
+
+    def _failed(self, exc: AuditLedgerError) -> None:
+        self.errors.append(exc)
+        del self.errors[:-_KEEP_ERRORS]
+        with self._lock:
+            self._again = True  # the rows stay: after the pause, try again without waiting for new ones
+
+    def _due(self) -> bool:
+        """Sleep until a drain is due (see ``_left``); False once closed."""
+        with self._lock:
+            while not self._closed:
+                left = self._left()
+                if left is not None and left <= 0:
+                    self._again = False
+                    self._waiting = 0
+                    return True
+                self._ready.wait(left)
+        return False
+
+    def _left(self) -> float | None:
+        """Under the lock: seconds until ``batch_size`` events wait or the oldest lingered ``flush_interval``.
+
+        None when nothing waits: the thread sleeps until an event is spooled.
+        """
+        if self._again or self._waiting >= self.batch_size:
+            return 0.0
+        if self._waiting:
+            return self._oldest + self.flush_interval - time.monotonic()
+        return None
+
+    def _pause(self, seconds: float) -> None:
+        """Back off after a failed drain; close() ends the pause."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(left)
+
+    def _drain(self) -> None:
+        """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed."""
+        with self._draining:
+            try:
+                upto = self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0]
+                after = 0
+                while True:
+                    rows = self._read(after, upto)
+                    if not rows:
+                        return
+                    for run in _runs(rows, self.batch_size):
+                        self._place(run)
+                    after = rows[-1].id
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot drain the spool {self.path}: {exc}") from None
+            finally:
+                # The request path never checkpoints (wal_autocheckpoint=0): the WAL is copied
+                # back here, off the request path, so that the next writer can start it over.
+                with suppress(sqlite3.Error):
+                    self._drainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _read(self, after: int, upto: int) -> list[_Row]:
+        found = self._drainer.execute(
+            "SELECT id, tenant, events FROM spool WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after, upto, self.batch_size),
+        )
+        return [_Row(i, t, orjson.loads(e)) for i, t, e in found]
+
+    def _place(self, run: list[_Row]) -> None:
+        """One tenant's rows in one ledger transaction, then their delete; a row the ledger refuses is set aside."""
+        while run:
+            events = [e for row in run for e in row.events]
+            try:
+                self.ledger.record_many(events, tenant=run[0].tenant)
+            except ValidationError as exc:
+                bad, error = _refused_rows(run, exc)
+                self._reject(bad, error)
+                run = [row for row in run if row not in bad]
+                continue
+            except AuditLedgerError:
+                raise
+            except Exception as exc:  # a ledger closed under us raises sqlite3's own errors
+                raise StoreError(f"the ledger failed to take spooled events: {type(exc).__name__}: {exc}") from None
+            self._delete(run)
+            return
+
+    def _delete(self, rows: list[_Row]) -> None:
+        with _transaction(self._drainer) as conn:
+            conn.execute("DELETE FROM spool WHERE id >= ? AND id <= ?", (rows[0].id, rows[-1].id))
+
+    def _reject(self, rows: list[_Row], exc: ValidationError) -> None:
+        at = format_micros(time.time_ns() // 1000)
+        with _transaction(self._drainer) as conn:
+            for row in rows:
+                conn.execute(
+                    "INSERT INTO rejected (tenant, count, events, error, rejected_at) VALUES (?, ?, ?, ?, ?)",
+                    (row.tenant, len(row.events), orjson.dumps(row.events), str(exc), at),
+                )
+                conn.execute("DELETE FROM spool WHERE id = ?", (row.id,))
+        for row in rows:
+            _log.warning(
+                "auditledger spool %s: the ledger refused a batch of %d events (tenant %s): %s; "
+                "moved to the spool's rejected table",
+                self.path, len(row.events), row.tenant, exc,
+            )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def default_path(ledger: AuditLog) -> Path:
+    """``<ledger file>-spool`` for a ledger on a SQLite file; other stores need ``path=``."""
+    url = str(getattr(ledger.store, "url", "")).partition("?")[0]
+    file = url.removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or file in ("", ":memory:"):
+        shown = url.split("@")[-1] or type(ledger.store).__name__  # no password in the message
+        raise ConfigError(
+            f"the spool needs path= for a ledger that is not on a SQLite file ({shown}): "
+            "a file on local disk, e.g. Spooled(ledger, '/var/lib/app/audit-spool')"
+        )
+    return Path(f"{file}-spool").expanduser()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The spool file in WAL with synchronous=FULL; created 0600, as it holds the events' payloads."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"spool {path}: directory {path.parent} does not exist")
+    try:
+        # Created owner-only before SQLite opens it: its -wal and -shm files take the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise ConfigError(f"cannot create the spool {path}: {exc.strerror}") from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the spool {path}: {exc}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"could not switch the spool {path} to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        with _transaction(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _FORMAT:
+                raise ConfigError(f"spool {path} is format {version}; this version of auditledger reads {_FORMAT}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if version < _FORMAT:
+                conn.execute(f"PRAGMA user_version = {_FORMAT}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot open the spool {path}: {exc}") from None
+    except AuditLedgerError:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (the connection is in autocommit mode: ``with conn`` would not begin)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _encode(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:
+    """The row's bytes; text that is not valid UTF-8 is refused as the ledger would refuse it."""
+    try:
+        return orjson.dumps(batch)
+    except orjson.JSONEncodeError:
+        for i, event in enumerate(batch):
+            try:
+                orjson.dumps(event)
+            except orjson.JSONEncodeError:
+                field = invalid_text_field(drafts[i])
+                raise ValidationError(f"events[{i}].{field}", "is not valid UTF-8 (unpaired surrogate)") from None
+        raise
+
+
+def _runs(rows: list[_Row], batch_size: int) -> Iterable[list[_Row]]:
+    """Consecutive rows of one tenant, up to ``batch_size`` events (a row is never split: it is one batch)."""
+    run: list[_Row] = []
+    size = 0
+    for row in rows:
+        if run and (row.tenant != run[0].tenant or size + len(row.events) > batch_size):
+            yield run
+            run, size = [], 0
+        run.append(row)
+        size += len(row.events)
+    if run:
+        yield run
+
+
+def _refused_rows(run: list[_Row], exc: ValidationError) -> tuple[list[_Row], ValidationError]:
+    """The row holding the event the ledger named (``events[i]...``; all rows when it names none),
+    and the error with the event's index in its own batch."""
+    found = _EVENT_INDEX.match(exc.field)
+    if found is None:
+        return run, exc
+    index = int(found.group(1))
+    for row in run:
+        if index < len(row.events):
+            return [row], ValidationError(f"events[{index}]{exc.field[found.end():]}", exc.message)
+        index -= len(row.events)
+    return run, exc
