@@ -51,14 +51,16 @@ import orjson
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import EventInput, check_tenant, format_micros, invalid_text_field
-from auditledger.wire import event_mapping
+from auditledger.wire import event_mapping, new_key
 
 _FORMAT = 1  # PRAGMA user_version of a spool file
 _SCHEMA = (
-    # AUTOINCREMENT: a row id is never used twice, so a drain deleting the ids it placed cannot
-    # delete a row spooled after another drain emptied the table. ``total`` is the running count
-    # of events up to this row: the events waiting are two primary-key lookups away.
-    "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, "
+    # Row ids grow with each insert, but an emptied table starts them over: a drain deletes the rows
+    # it placed by id *and* token (random per row), so that it cannot delete a row spooled after
+    # another drain emptied the table under the same id. (AUTOINCREMENT would prevent the reuse at
+    # the price of a second page, sqlite_sequence, in every request's commit.) ``total`` is the
+    # running count of events up to this row: the events waiting are two primary-key lookups away.
+    "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, token TEXT NOT NULL, tenant TEXT NOT NULL, "
     "count INTEGER NOT NULL, total INTEGER NOT NULL, events BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, count INTEGER NOT NULL, "
     "events BLOB NOT NULL, error TEXT NOT NULL, rejected_at TEXT NOT NULL)",
@@ -100,6 +102,7 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class _Row:
     id: int
+    token: str
     tenant: str
     events: list[dict[str, Any]]
 
@@ -193,8 +196,8 @@ class Spooled:
                         f"the ledger is not taking them{last_error}"
                     )
                 conn.execute(
-                    "INSERT INTO spool (tenant, count, total, events) VALUES (?, ?, ?, ?)",
-                    (tenant, count, (last or 0) + count, blob),
+                    "INSERT INTO spool (token, tenant, count, total, events) VALUES (?, ?, ?, ?, ?)",
+                    (new_key(), tenant, count, (last or 0) + count, blob),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the spool {self.path}: {exc}") from None
@@ -270,7 +273,6 @@ class Spooled:
                 left = self._left()
                 if left is not None and left <= 0:
                     self._again = False
-                    self._waiting = 0
                     return True
                 self._ready.wait(left)
         return False
@@ -296,6 +298,8 @@ class Spooled:
     def _drain(self) -> None:
         """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed."""
         with self._draining:
+            with self._lock:
+                self._waiting = 0  # what is spooled from here on waits for the next drain's linger
             try:
                 upto = self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0]
                 after = 0
@@ -306,6 +310,8 @@ class Spooled:
                     for run in _runs(rows, self.batch_size):
                         self._place(run)
                     after = rows[-1].id
+                    if self._started_over(after):
+                        return
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot drain the spool {self.path}: {exc}") from None
             finally:
@@ -314,12 +320,21 @@ class Spooled:
                 with suppress(sqlite3.Error):
                     self._drainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def _started_over(self, after: int) -> bool:
+        """Whether a row id at or below ``after`` (placed and deleted) is in use again.
+
+        Only after another drain emptied the spool, which placed every row this one had
+        still to place: the rows there now are newer, and wait for the next drain, in order.
+        """
+        lowest = self._drainer.execute("SELECT min(id) FROM spool").fetchone()[0]
+        return lowest is not None and lowest <= after
+
     def _read(self, after: int, upto: int) -> list[_Row]:
         found = self._drainer.execute(
-            "SELECT id, tenant, events FROM spool WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            "SELECT id, token, tenant, events FROM spool WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
             (after, upto, self.batch_size),
         )
-        return [_Row(i, t, orjson.loads(e)) for i, t, e in found]
+        return [_Row(i, k, t, orjson.loads(e)) for i, k, t, e in found]
 
     def _place(self, run: list[_Row]) -> None:
         """One tenant's rows in one ledger transaction, then their delete; a row the ledger refuses is set aside."""
@@ -341,7 +356,7 @@ class Spooled:
 
     def _delete(self, rows: list[_Row]) -> None:
         with _transaction(self._drainer) as conn:
-            conn.execute("DELETE FROM spool WHERE id >= ? AND id <= ?", (rows[0].id, rows[-1].id))
+            conn.executemany("DELETE FROM spool WHERE id = ? AND token = ?", [(row.id, row.token) for row in rows])
 
     def _reject(self, rows: list[_Row], exc: ValidationError) -> None:
         at = format_micros(time.time_ns() // 1000)
@@ -351,7 +366,7 @@ class Spooled:
                     "INSERT INTO rejected (tenant, count, events, error, rejected_at) VALUES (?, ?, ?, ?, ?)",
                     (row.tenant, len(row.events), orjson.dumps(row.events), str(exc), at),
                 )
-                conn.execute("DELETE FROM spool WHERE id = ?", (row.id,))
+                conn.execute("DELETE FROM spool WHERE id = ? AND token = ?", (row.id, row.token))
         for row in rows:
             _log.warning(
                 "auditledger spool %s: the ledger refused a batch of %d events (tenant %s): %s; "
