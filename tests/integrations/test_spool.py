@@ -317,3 +317,35 @@ def test_a_closed_spool_refuses_events(ledger: AuditLog) -> None:
         spool.record_many([event(0)])
     with pytest.raises(StoreError, match="closed"):
         spool.flush()
+
+
+def test_a_drain_that_another_emptied_the_spool_under_deletes_only_its_own_rows(tmp_path: Path) -> None:
+    """Another drain empties the spool while this one places a row, and new rows take the freed ids: none is lost."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    first_ledger, other_ledger = AuditLog.open(url), AuditLog.open(url)
+    recorder = Spooled(AuditLog.open(url), batch_size=100, flush_interval=NEVER)
+    drainer = Spooled(first_ledger, batch_size=1, flush_interval=NEVER)  # one row per ledger transaction
+    others: list[Spooled] = []
+
+    def meanwhile(_receipts: Any) -> None:
+        """After this drain's first ledger commit, before its delete: another drain takes every row, new ones come."""
+        if others:
+            return
+        others.append(Spooled(other_ledger, flush_interval=NEVER))
+        others[0].flush()
+        assert others[0].pending == 0
+        others[0].record_many([event(10)])
+        others[0].record_many([event(11)])  # their ids are the ones the first rows had
+
+    recorder.record_many([event(0)])
+    recorder.record_many([event(1)])
+    recorder.record_many([event(2)])
+    first_ledger.on_commit(meanwhile)
+    drainer.flush()
+    assert others, "the drain placed a row"
+    for spool in (drainer, *others, recorder):
+        spool.close()
+    assert flow_ids(other_ledger) == ["f0", "f1", "f2", "f10", "f11"]
+    assert other_ledger.verify().sizes == {"main": 5}
+    for log in (first_ledger, other_ledger, recorder.ledger):
+        log.close()
