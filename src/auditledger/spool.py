@@ -273,8 +273,6 @@ class Spooled:
     def _failed(self, exc: AuditLedgerError) -> None:
         self.errors.append(exc)
         del self.errors[:-_KEEP_ERRORS]
-        with self._lock:
-            self._again = True  # the rows stay: after the pause, try again without waiting for new ones
 
     def _due(self) -> bool:
         """Sleep until a drain is due (see ``_left``); False once closed."""
@@ -306,29 +304,45 @@ class Spooled:
                 self._ready.wait(left)
 
     def _drain(self) -> None:
-        """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed."""
+        """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed.
+
+        When it fails, the rows stay and the drain thread tries again after its backoff,
+        whether this drain was its own or a ``flush()``'s.
+        """
         with self._draining:
             with self._lock:
                 self._waiting = 0  # what is spooled from here on waits for the next drain's linger
             try:
-                upto = self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0]
-                after = 0
-                while True:
-                    rows = self._read(after, upto)
-                    if not rows:
-                        return
-                    for run in _runs(rows, self.batch_size):
-                        self._place(run)
-                    after = rows[-1].id
-                    if self._started_over(after):
-                        return
+                self._drain_rows()
             except sqlite3.Error as exc:
+                self._retry()
                 raise StoreError(f"cannot drain the spool {self.path}: {exc}") from None
+            except AuditLedgerError:
+                self._retry()
+                raise
             finally:
                 # The request path never checkpoints (wal_autocheckpoint=0): the WAL is copied
                 # back here, off the request path, so that the next writer can start it over.
                 with suppress(sqlite3.Error):
                     self._drainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _drain_rows(self) -> None:
+        upto = self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0]
+        after = 0
+        while True:
+            rows = self._read(after, upto)
+            if not rows:
+                return
+            for run in _runs(rows, self.batch_size):
+                self._place(run)
+            after = rows[-1].id
+            if self._started_over(after):
+                return
+
+    def _retry(self) -> None:
+        with self._lock:
+            self._again = True
+            self._ready.notify()
 
     def _started_over(self, after: int) -> bool:
         """Whether a row id at or below ``after`` (placed and deleted) is in use again.
