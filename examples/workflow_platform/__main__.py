@@ -7,22 +7,28 @@ import sys
 
 import uvicorn
 
-from auditledger import AuditLog
+from auditledger import AuditLog, Spooled
 from auditledger.errors import AuditLedgerError, ConfigError
 from auditledger.integrations.context import Queued, Sink
 
 from .app import create_app, ledger_in
 
 
-def open_sink(url: str, token: str | None) -> Sink:
-    """An embedded ledger for ``sqlite:///``/``postgresql://`` URLs, the HTTP client for ``http(s)://``."""
+def open_sink(url: str, token: str | None, *, spool: bool = False) -> Sink:
+    """An embedded ledger for ``sqlite:///``/``postgresql://`` URLs, the HTTP client for ``http(s)://``.
+
+    ``spool``: the embedded ledger behind a durable spool (``Spooled``), off the request path.
+    """
     if url.startswith(("http://", "https://")):
         try:
             from auditledger.client import Client  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise ConfigError("this build has no auditledger.client: use an embedded --ledger URL") from None
+        if spool:
+            raise ConfigError("--spool is for an embedded --ledger: the client batches in the background already")
         return Queued(Client(url, token=token))  # background batching: requests never wait for the server
-    return AuditLog.open(url)
+    ledger = AuditLog.open(url)
+    return Spooled(ledger) if spool else ledger
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,23 +42,32 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the ledger's tables in the platform's database (--db), written in its own transactions",
     )
+    parser.add_argument(
+        "--spool",
+        action="store_true",
+        help="put a durable spool in front of the embedded --ledger: each request writes one small row, "
+        "a background thread places the events in the ledger (auditledger.Spooled)",
+    )
     parser.add_argument("--no-audit", action="store_true", help="run without auditing")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     try:
+        if args.ledger_in_db and args.spool:
+            raise ConfigError("--ledger-in-db and --spool exclude each other: one writes in the app's transactions")
         if args.ledger_in_db and not args.no_audit:
             sink: Sink | None = ledger_in(args.db)
             args.ledger = f"{args.db} (in its transactions)"
             app = create_app(args.db, sink=sink, admin_token=args.admin_token, audit_write="in_transaction")
         else:
-            sink = None if args.no_audit else open_sink(args.ledger, args.token)
+            sink = None if args.no_audit else open_sink(args.ledger, args.token, spool=args.spool)
             app = create_app(args.db, sink=sink, admin_token=args.admin_token)
     except AuditLedgerError as exc:
         print(f"error: {exc.diagnostics()}", file=sys.stderr)
         return 2
     print(f"workflow platform on http://{args.host}:{args.port}/docs; admin token: {args.admin_token}")
-    print(f"audit events -> {'nowhere (--no-audit)' if sink is None else args.ledger}")
+    where = args.ledger + (f" (through the spool {sink.path})" if isinstance(sink, Spooled) else "")
+    print(f"audit events -> {'nowhere (--no-audit)' if sink is None else where}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -6,9 +6,12 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
+from examples.workflow_platform.__main__ import main, open_sink
 from examples.workflow_platform.app import create_app
 
 from auditledger import AuditLog
+from auditledger.errors import ConfigError
 from auditledger.spool import Spooled
 from auditledger.testing import recorded
 
@@ -47,3 +50,18 @@ def test_a_put_ends_in_the_ledger_with_exactly_its_events_once_flushed(tmp_path:
     spool.close()
     assert ledger.verify().sizes == {"main": 3}
     ledger.close()
+
+
+def test_the_example_s_command_line_opens_a_spool_and_refuses_combinations_that_make_no_sense(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--spool`` wraps the embedded ledger (its spool beside it); with a server or --ledger-in-db it is an error."""
+    sink = open_sink(f"sqlite:///{tmp_path / 'audit.db'}", None, spool=True)
+    assert isinstance(sink, Spooled)
+    assert sink.path == tmp_path / "audit.db-spool"
+    sink.close()
+    sink.ledger.close()
+    with pytest.raises(ConfigError, match="--spool is for an embedded --ledger"):
+        open_sink("http://127.0.0.1:9", "alt_x", spool=True)
+    assert main(["--ledger-in-db", "--spool", "--db", f"sqlite:///{tmp_path / 'app.db'}"]) == 2
+    assert "--ledger-in-db and --spool exclude each other" in capsys.readouterr().err
