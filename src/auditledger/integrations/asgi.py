@@ -42,6 +42,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ActorResolver = Callable[[Scope], "Actor | Awaitable[Actor | None] | None"]
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_PARAM = "auditledger_request"  # audit_user's own Request parameter, where the dependency has none
 
 
 class AuditContextMiddleware:
@@ -242,8 +243,6 @@ def audit_user(
 def _is_request(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Request)
 
-
-_REQUEST_PARAM = "auditledger_request"
 
 
 def _make_current(request: Request, value: Any, to_actor: Callable[[Any], Actor | None] | None) -> Actor | None:

@@ -84,6 +84,7 @@ FROM (SELECT e.seq AS seq,
 
 
 _COLUMNS_CHECK = columns_check(sqlite3.sqlite_version_info >= (3, 45, 0))
+
 # The details rows of a whole range in one pass, one row per chunk (``(seq - start) / chunk``).
 # Rows come out of the primary key in key order and SQLite's sorter keeps that order among
 # rows of one seq, so each object lists its keys sorted as the canonical form does; were it
