@@ -244,7 +244,6 @@ def _is_request(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Request)
 
 
-
 def _make_current(request: Request, value: Any, to_actor: Callable[[Any], Actor | None] | None) -> Actor | None:
     actor = to_actor(value) if to_actor is not None else value
     if actor is not None and not isinstance(actor, Actor):
