@@ -99,6 +99,17 @@ class Rejected:
     rejected_at: str
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One ``record_many`` call's row, waiting for the commit that writes it (its own or a group's)."""
+
+    tenant: str
+    count: int
+    blob: bytes
+    done: bool = False
+    error: StoreError | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     id: int
@@ -145,6 +156,12 @@ class Spooled:
         self._drainer = _open(self.path, "NORMAL")
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # the drain thread sleeps on it
+        # Group commit: the batches of calls that came while another call's commit was being
+        # written wait here; the first of them then writes them all in one commit, one fsync.
+        self._queued: list[_Batch] = []
+        self._writing = False  # a call is writing a group (its own batch and those queued before it)
+        self._written = threading.Condition(self._lock)  # the waiting calls sleep on it
+        self._write_mutex = threading.Lock()  # the request path's connection, one user at a time
         self._draining = threading.Lock()  # one drain at a time: the thread, flush() or close()
         self._waiting = 0  # events this object spooled since its last drain started
         self._oldest = 0.0  # monotonic time the first of them was spooled
@@ -173,37 +190,83 @@ class Spooled:
         batch = [event_mapping(d) for d in drafts]
         for event in batch:
             event.setdefault("occurred_at", now)
-        blob = _encode(batch, drafts)
+        entry = _Batch(tenant, len(batch), _encode(batch, drafts))
         with self._lock:
             if self._closed:
                 raise StoreError(f"the spool {self.path} is closed")
-            self._insert(tenant, len(batch), blob)
-            first = self._waiting == 0
-            self._waiting += len(batch)
-            if first:
-                self._oldest = time.monotonic()
-            if first or self._waiting >= self.batch_size:
-                self._ready.notify()
+            self._queued.append(entry)
+            while not entry.done and self._writing:
+                self._written.wait()
+            if not entry.done and self._closed:  # closed while this call waited: no new group starts
+                self._queued.remove(entry)
+                raise StoreError(f"the spool {self.path} is closed")
+            group: list[_Batch] = []
+            if not entry.done:  # this call writes the group: its own batch and every one queued
+                self._writing = True
+                group, self._queued = self._queued, []
+        if group:
+            self._write_group(group)
+        if entry.error is not None:
+            raise entry.error
         return [str(e["idempotency_key"]) for e in batch]
 
-    def _insert(self, tenant: str, count: int, blob: bytes) -> None:
-        """One row in one transaction, refused when the spool holds ``max_pending`` events already."""
+    def _write_group(self, group: list[_Batch]) -> None:
+        """Write ``group`` in one commit outside the lock, then wake its calls and the drain thread.
+
+        Each batch is its own row and is refused on its own when the spool is full; a failed
+        commit fails every batch of the group, none of which is then stored.
+        """
+        errors: list[StoreError | None] | None = None
         try:
-            with _transaction(self._writer) as conn:
+            errors = self._insert(group)
+        except StoreError as exc:
+            errors = [exc] * len(group)
+        finally:
+            if errors is None:  # interrupted (KeyboardInterrupt ...): no call of the group may wait forever
+                errors = [StoreError(f"the write to the spool {self.path} was interrupted")] * len(group)
+            with self._lock:
+                stored = 0
+                for entry, error in zip(group, errors, strict=True):
+                    entry.error, entry.done = error, True
+                    stored += 0 if error is not None else entry.count
+                if stored:
+                    first = self._waiting == 0
+                    self._waiting += stored
+                    if first:
+                        self._oldest = time.monotonic()
+                    if first or self._waiting >= self.batch_size:
+                        self._ready.notify()
+                self._writing = False
+                self._written.notify_all()
+
+    def _insert(self, group: list[_Batch]) -> list[StoreError | None]:
+        """One row per batch, in one transaction; a batch taking the spool past ``max_pending`` is refused."""
+        errors: list[StoreError | None] = []
+        try:
+            with self._write_mutex, _transaction(self._writer) as conn:
                 last, base = conn.execute(_WAITING).fetchone()
+                total = last or 0
                 waiting = 0 if last is None else last - base
-                if waiting + count > self.max_pending:
-                    last_error = f"; last error: {self.errors[-1]}" if self.errors else ""
-                    raise StoreError(
-                        f"the spool {self.path} is full ({waiting} events, max_pending={self.max_pending}): "
-                        f"the ledger is not taking them{last_error}"
+                for entry in group:
+                    if waiting + entry.count > self.max_pending:
+                        last_error = f"; last error: {self.errors[-1]}" if self.errors else ""
+                        errors.append(
+                            StoreError(
+                                f"the spool {self.path} is full ({waiting} events, max_pending={self.max_pending}): "
+                                f"the ledger is not taking them{last_error}"
+                            )
+                        )
+                        continue
+                    total += entry.count
+                    waiting += entry.count
+                    conn.execute(
+                        "INSERT INTO spool (token, tenant, count, total, events) VALUES (?, ?, ?, ?, ?)",
+                        (new_key(), entry.tenant, entry.count, total, entry.blob),
                     )
-                conn.execute(
-                    "INSERT INTO spool (token, tenant, count, total, events) VALUES (?, ?, ?, ?, ?)",
-                    (new_key(), tenant, count, (last or 0) + count, blob),
-                )
+                    errors.append(None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the spool {self.path}: {exc}") from None
+        return errors
 
     @property
     def pending(self) -> int:
@@ -218,7 +281,7 @@ class Spooled:
 
     def _query(self, sql: str) -> list[Any]:
         """A read on the request path's connection (the drain's may be inside a transaction)."""
-        with self._lock:
+        with self._write_mutex:
             if self._closed:
                 raise StoreError(f"the spool {self.path} is closed")
             try:
@@ -245,13 +308,17 @@ class Spooled:
                 return
             self._closed = True
             self._ready.notify_all()
+            self._written.notify_all()  # calls queued behind the group being written then give up
+            while self._writing:  # a group being written is finished, and drained below
+                self._written.wait()
         self._thread.join()
         _open_spools.discard(self)
         try:
             self._drain()
         finally:
-            for conn in (self._writer, self._drainer):
-                conn.close()
+            with self._write_mutex:
+                for conn in (self._writer, self._drainer):
+                    conn.close()
 
     def __enter__(self) -> Spooled:
         return self

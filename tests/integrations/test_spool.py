@@ -349,3 +349,142 @@ def test_a_drain_that_another_emptied_the_spool_under_deletes_only_its_own_rows(
     assert other_ledger.verify().sizes == {"main": 5}
     for log in (first_ledger, other_ledger, recorder.ledger):
         log.close()
+
+
+class _HeldWrite:
+    """``Spooled._insert`` wrapped: the first write waits for ``release``; each write's batch counts are kept."""
+
+    def __init__(self, spool: Spooled, fail_after_first: StoreError | None = None) -> None:
+        self.spool, self.real, self.fail = spool, spool._insert, fail_after_first
+        self.release = threading.Event()
+        self.groups: list[list[int]] = []
+        spool._insert = self  # type: ignore[method-assign]
+
+    def __call__(self, group: list[Any]) -> list[StoreError | None]:
+        self.groups.append([b.count for b in group])
+        if len(self.groups) == 1:
+            assert self.release.wait(10), "the test never released the first write"
+        elif self.fail is not None:
+            raise self.fail
+        return self.real(group)
+
+
+def _record_in_threads(spool: Spooled, batches: list[list[dict[str, Any]]]) -> list[BaseException | None]:
+    """``batches[0]`` recorded first (its write held), the others queued behind it; each call's error or None."""
+    held: _HeldWrite = spool._insert  # type: ignore[assignment]
+    outcome: list[BaseException | None] = [None] * len(batches)
+
+    def call(i: int) -> None:
+        try:
+            spool.record_many(batches[i])
+        except BaseException as exc:  # handed to the test
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while not held.groups and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    while len(spool._queued) < len(batches) - 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(spool._queued) == len(batches) - 1, "the calls did not queue behind the held write"
+    held.release.set()
+    for thread in threads:
+        thread.join(10)
+    return outcome
+
+
+def test_calls_that_come_during_a_write_share_the_next_commit(ledger: AuditLog) -> None:
+    """Seven calls arriving while one call's commit is being written are written together: one commit, one fsync."""
+    spool = Spooled(ledger, flush_interval=NEVER)
+    held = _HeldWrite(spool)
+    outcome = _record_in_threads(spool, [[event(n)] for n in range(8)])
+    assert outcome == [None] * 8
+    assert held.groups == [[1], [1] * 7]
+    spool.flush()
+    ids = flow_ids(ledger)
+    assert ids[0] == "f0" and sorted(ids) == [f"f{n}" for n in range(8)]
+    spool.close()
+
+
+def test_a_failed_group_commit_fails_every_call_of_the_group_and_stores_none_of_them(ledger: AuditLog) -> None:
+    """Each call of a group whose commit fails gets the error; the first write's batch is stored alone."""
+    spool = Spooled(ledger, flush_interval=NEVER)
+    _HeldWrite(spool, fail_after_first=StoreError("cannot write to the spool: disk I/O error"))
+    outcome = _record_in_threads(spool, [[event(n)] for n in range(4)])
+    assert outcome[0] is None
+    assert all(isinstance(exc, StoreError) and "disk I/O error" in str(exc) for exc in outcome[1:])
+    spool.flush()
+    assert flow_ids(ledger) == ["f0"]
+    spool.close()
+
+
+def test_in_a_group_each_batch_is_refused_on_its_own_past_max_pending(ledger: AuditLog) -> None:
+    """A group whose batches would take the spool past max_pending stores those that fit and refuses the rest."""
+    spool = Spooled(ledger, batch_size=1, max_pending=5, flush_interval=NEVER)
+    _HeldWrite(spool)
+    batches = [[event(0)], [event(1), event(2)], [event(3), event(4)], [event(5), event(6)]]
+    outcome = _record_in_threads(spool, batches)
+    refused = [i for i, exc in enumerate(outcome) if exc is not None]
+    assert len(refused) == 1 and refused[0] != 0
+    assert "max_pending=5" in str(outcome[refused[0]])
+    assert spool.pending == 5
+    spool.flush()
+    assert len(flow_ids(ledger)) == 5
+    spool.close()
+
+
+def test_close_waits_for_the_group_being_written_and_refuses_the_calls_queued_behind_it(ledger: AuditLog) -> None:
+    """The batch being written when close() is called is stored and placed; calls still queued get 'closed'."""
+    spool = Spooled(ledger, flush_interval=NEVER)
+    held = _HeldWrite(spool)
+    outcome: list[BaseException | None] = [None] * 3
+
+    def call(i: int) -> None:
+        try:
+            spool.record_many([event(i)])
+        except StoreError as exc:
+            outcome[i] = exc
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    while not held.groups:
+        time.sleep(0.001)
+    queued = [threading.Thread(target=call, args=(i,)) for i in (1, 2)]
+    for thread in queued:
+        thread.start()
+    while len(spool._queued) < 2:
+        time.sleep(0.001)
+    closing = threading.Thread(target=spool.close)
+    closing.start()
+    while not spool._closed:
+        time.sleep(0.001)
+    held.release.set()
+    for thread in (first, *queued, closing):
+        thread.join(10)
+    assert outcome[0] is None
+    assert all(isinstance(exc, StoreError) and "closed" in str(exc) for exc in outcome[1:])
+    assert flow_ids(ledger) == ["f0"]
+
+
+def test_many_threads_recording_at_once_lose_and_double_nothing(ledger: AuditLog) -> None:
+    """Eight threads, fifty calls each, through the group commit: every event placed once, each thread's in order."""
+    spool = Spooled(ledger, batch_size=64, flush_interval=0.01)
+
+    def calls(t: int) -> None:
+        for n in range(50):
+            spool.record_many([event(t * 1000 + n)])
+
+    threads = [threading.Thread(target=calls, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    spool.close()
+    ids = [int(i[1:]) for i in flow_ids(ledger)]
+    assert sorted(ids) == sorted(t * 1000 + n for t in range(8) for n in range(50))
+    for t in range(8):
+        mine = [i for i in ids if i // 1000 == t]
+        assert mine == sorted(mine), f"thread {t}'s events out of order"
