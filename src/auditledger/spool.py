@@ -525,10 +525,14 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # A failed COMMIT may leave the transaction open (or SQLite may have rolled it back
+        # already): close it either way, so that the next write can begin, and keep the error.
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _encode(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:

@@ -488,3 +488,17 @@ def test_many_threads_recording_at_once_lose_and_double_nothing(ledger: AuditLog
     for t in range(8):
         mine = [i for i in ids if i // 1000 == t]
         assert mine == sorted(mine), f"thread {t}'s events out of order"
+
+
+def test_a_full_disk_is_named_and_the_spool_takes_batches_again_once_there_is_room(ledger: AuditLog) -> None:
+    """SQLite's own error comes back (SQLite has rolled the transaction back: no second error hides it)."""
+    spool = Spooled(ledger, flush_interval=NEVER)
+    spool.record_many([event(0)])
+    (pages,) = spool._writer.execute("PRAGMA page_count").fetchone()
+    spool._writer.execute(f"PRAGMA max_page_count = {pages}")  # the spool's file can grow no more
+    with pytest.raises(StoreError, match="database or disk is full"):
+        spool.record_many([event(n, after="x" * 100_000) for n in range(1, 6)])
+    spool._writer.execute("PRAGMA max_page_count = 1073741823")
+    spool.record_many([event(6)])
+    spool.close()
+    assert flow_ids(ledger) == ["f0", "f6"]
