@@ -78,6 +78,19 @@ def test_refused_batch_stores_nothing(ledger: AuditLog) -> None:
     assert ledger.count() == 0 and ledger.tenants() == []
 
 
+def test_validate_checks_as_record_many_does_and_stores_nothing(ledger: AuditLog) -> None:
+    """validate answers the checked events, or raises record_many's error naming the index; nothing is stored."""
+    drafts = ledger.validate([flow(0), flow(1)])
+    assert [d.details["flowId"] for d in drafts] == ["f0", "f1"]
+    batch = [flow(0), dict(flow(1), after="x" * (ledger.limits.max_state_bytes + 1))]
+    with pytest.raises(ValidationError) as info:
+        ledger.validate(batch)
+    with pytest.raises(ValidationError) as recorded:
+        ledger.record_many(batch)
+    assert info.value.field == recorded.value.field == "events[1].after"
+    assert ledger.count() == 0
+
+
 def test_idempotency_key_stores_once(ledger: AuditLog) -> None:
     """A retried batch with the same idempotency keys is stored once."""
     batch = [dict(flow(i), idempotency_key=f"k{i}") for i in range(4)]

@@ -146,7 +146,7 @@ class AuditLog:
         for :meth:`committed`. The SQLAlchemy auditor's ``write="in_transaction"`` does this.
         """
         check_tenant(tenant)
-        drafts = [self._validate(i, raw) for i, raw in enumerate(events)]
+        drafts = self.validate(events)
         return self.append_prepared(prepare([(tenant, d) for d in drafts]), within=within)
 
     def check_joinable(self, conn: Any) -> None:
@@ -185,8 +185,16 @@ class AuditLog:
             if value > now:
                 raise ValidationError(f"dates[{i}]", "lies in the future")
         check_tenant(tenant)
-        drafts = [self._validate(i, raw) for i, raw in enumerate(events)]
+        drafts = self.validate(events)
         return self.append([(tenant, d) for d in drafts], dates=micros)
+
+    def validate(self, events: Iterable[EventInput | Mapping[str, Any]]) -> list[EventInput]:
+        """The events checked as :meth:`record_many` checks them (this ledger's limits), stored nowhere.
+
+        Raises the :class:`ValidationError` ``record_many`` would, naming ``events[i].field``;
+        for code that takes events now and records them later (``Spooled`` does).
+        """
+        return [self._validate(i, raw) for i, raw in enumerate(events)]
 
     def _validate(self, i: int, raw: EventInput | Mapping[str, Any]) -> EventInput:
         try:

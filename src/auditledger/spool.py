@@ -182,8 +182,7 @@ class Spooled:
         about ``flush_interval`` seconds.
         """
         check_tenant(tenant)
-        ledger = self.ledger
-        drafts = [ledger._validate(i, raw) for i, raw in enumerate(events)]
+        drafts = self.ledger.validate(events)
         if not drafts:
             return []
         now = format_micros(time.time_ns() // 1000)  # when it happened; the ledger's date is its placement
