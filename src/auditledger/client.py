@@ -34,11 +34,9 @@ flushed by an ``atexit`` hook; a killed process loses what it had queued.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import itertools
 import logging
-import random
 import threading
 import time
 import uuid
@@ -51,6 +49,7 @@ from typing import Any
 import httpx
 import orjson
 
+from auditledger import background
 from auditledger.errors import (
     AuditLedgerError,
     AuthError,
@@ -65,7 +64,6 @@ from auditledger.wire import event_mapping
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _JSON = {"content-type": "application/json"}
-_KEEP_ERRORS = 100  # the newest background failures kept in ``errors``
 
 
 def event_dict(
@@ -188,23 +186,15 @@ class _Queue:
             self.oldest = time.monotonic()
 
 
-def _keep(errors: list[AuditLedgerError], exc: AuditLedgerError) -> None:
-    errors.append(exc)
-    del errors[:-_KEEP_ERRORS]
-
-
-_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _log = logging.getLogger("auditledger.client")
 
 
-@atexit.register
-def _close_open_clients() -> None:
-    """At a normal interpreter exit, send what clients nobody closed still hold."""
-    for client in list(_open_clients):
-        try:
-            client.close()
-        except AuditLedgerError as exc:
-            _log.error("auditledger client: %d queued events not delivered at exit: %s", client.pending, exc)
+def _not_delivered(client: Client, exc: AuditLedgerError) -> None:
+    _log.error("auditledger client: %d queued events not delivered at exit: %s", client.pending, exc)
+
+
+# Clients nobody closed send what they still hold at a normal interpreter exit.
+_open_clients: weakref.WeakSet[Client] = background.closed_at_exit(_not_delivered)
 
 
 def _error(response: httpx.Response) -> AuditLedgerError:
@@ -238,7 +228,7 @@ class _Policy:
             header = response.headers.get("retry-after", "")
             if header.isdigit():
                 return min(float(header), self.max_backoff)
-        return float(min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random() / 2))
+        return background.backoff(attempt, self.backoff, self.max_backoff)
 
 
 def _params(
@@ -372,8 +362,9 @@ class Client:
                 failures = 0
             except AuditLedgerError as exc:
                 failures += 1
-                _keep(self.errors, exc)
-                self._pause(self._policy.delay(min(failures, 16), None))
+                background.keep(self.errors, exc)
+                seconds = self._policy.delay(min(failures, 16), None)
+                background.pause(self._ready, lambda: self._closed, seconds)  # close() ends the pause
 
     def _due(self) -> int | None:
         """Under the lock: sleep until a batch is full or lingered long enough; its size (None once closed).
@@ -386,13 +377,6 @@ class Client:
                 return self.pending
             self._ready.wait(left)
         return None
-
-    def _pause(self, seconds: float) -> None:
-        """Back off after a failed send; close() ends the pause."""
-        deadline = time.monotonic() + seconds
-        with self._lock:
-            while not self._closed and (left := deadline - time.monotonic()) > 0:
-                self._ready.wait(left)
 
     # ------------------------------------------------------------ reading
 
@@ -538,7 +522,7 @@ class AsyncClient:
                 failures = 0
             except AuditLedgerError as exc:
                 failures += 1
-                _keep(self.errors, exc)
+                background.keep(self.errors, exc)
                 await asyncio.sleep(self._policy.delay(min(failures, 16), None))
 
     async def _due(self) -> None:

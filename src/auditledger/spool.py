@@ -31,10 +31,8 @@ error, a warning is logged, and the drain goes on.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import random
 import re
 import sqlite3
 import threading
@@ -48,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from auditledger import background
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import EventInput, check_tenant, format_micros, invalid_text_field
@@ -71,21 +70,17 @@ _WAITING = (
 _EVENT_INDEX = re.compile(r"events\[(\d+)\]")
 _BACKOFF = 0.1  # seconds after the first failed drain, doubled each time ...
 _MAX_BACKOFF = 10.0  # ... up to this
-_KEEP_ERRORS = 100  # the newest drain failures kept in ``errors``
 _BUSY_MS = 30_000
 
 _log = logging.getLogger("auditledger.spool")
-_open_spools: weakref.WeakSet[Spooled] = weakref.WeakSet()
 
 
-@atexit.register
-def _close_open_spools() -> None:
-    """At a normal interpreter exit, drain what spools nobody closed still hold (what fails stays on disk)."""
-    for spool in list(_open_spools):
-        try:
-            spool.close()
-        except AuditLedgerError as exc:
-            _log.error("auditledger spool %s: events not drained at exit, kept for the next open: %s", spool.path, exc)
+def _not_drained(spool: Spooled, exc: AuditLedgerError) -> None:
+    _log.error("auditledger spool %s: events not drained at exit, kept for the next open: %s", spool.path, exc)
+
+
+# Spools nobody closed are drained at a normal interpreter exit (what fails stays on disk).
+_open_spools: weakref.WeakSet[Spooled] = background.closed_at_exit(_not_drained)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,12 +328,9 @@ class Spooled:
                 failures = 0
             except AuditLedgerError as exc:
                 failures += 1
-                self._failed(exc)
-                self._pause(min(_MAX_BACKOFF, _BACKOFF * 2 ** min(failures, 16)) * (0.5 + random.random() / 2))
-
-    def _failed(self, exc: AuditLedgerError) -> None:
-        self.errors.append(exc)
-        del self.errors[:-_KEEP_ERRORS]
+                background.keep(self.errors, exc)
+                seconds = background.backoff(min(failures, 16), _BACKOFF, _MAX_BACKOFF)
+                background.pause(self._ready, lambda: self._closed, seconds)  # close() ends the pause
 
     def _due(self) -> bool:
         """Sleep until a drain is due (see ``_left``); False once closed."""
@@ -361,13 +353,6 @@ class Spooled:
         if self._waiting:
             return self._oldest + self.flush_interval - time.monotonic()
         return None
-
-    def _pause(self, seconds: float) -> None:
-        """Back off after a failed drain; close() ends the pause."""
-        deadline = time.monotonic() + seconds
-        with self._lock:
-            while not self._closed and (left := deadline - time.monotonic()) > 0:
-                self._ready.wait(left)
 
     def _drain(self) -> None:
         """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed.
