@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -47,6 +46,7 @@ from typing import Any
 import orjson
 
 from auditledger import background
+from auditledger.drain import Drain, Rejected, Row
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import EventInput, check_tenant, format_micros, invalid_text_field
@@ -67,9 +67,6 @@ _SCHEMA = (
 _WAITING = (
     "SELECT (SELECT total FROM spool ORDER BY id DESC LIMIT 1), (SELECT total - count FROM spool ORDER BY id LIMIT 1)"
 )
-_EVENT_INDEX = re.compile(r"events\[(\d+)\]")
-_BACKOFF = 0.1  # seconds after the first failed drain, doubled each time ...
-_MAX_BACKOFF = 10.0  # ... up to this
 _BUSY_MS = 30_000
 
 _log = logging.getLogger("auditledger.spool")
@@ -83,17 +80,6 @@ def _not_drained(spool: Spooled, exc: AuditLedgerError) -> None:
 _open_spools: weakref.WeakSet[Spooled] = background.closed_at_exit(_not_drained)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A spooled batch the ledger refused as invalid when it was drained, kept in the spool's ``rejected`` table."""
-
-    id: int
-    tenant: str
-    events: list[dict[str, Any]]
-    error: str
-    rejected_at: str
-
-
 @dataclass(slots=True)
 class _Batch:
     """One ``record_many`` call's row, waiting for the commit that writes it (its own or a group's)."""
@@ -105,15 +91,7 @@ class _Batch:
     error: StoreError | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    id: int
-    token: str
-    tenant: str
-    events: list[dict[str, Any]]
-
-
-class Spooled:
+class Spooled(Drain):
     """A sink that makes batches durable in a spool file and places them in ``ledger`` in the background.
 
     ``path``: the spool file; by default ``<ledger file>-spool`` beside a SQLite ledger
@@ -132,38 +110,25 @@ class Spooled:
         flush_interval: float = 0.2,
         max_pending: int = 100_000,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        if flush_interval < 0:
-            raise ConfigError(f"flush_interval must not be negative, got {flush_interval}")
+        super().__init__(ledger, batch_size=batch_size, flush_interval=flush_interval)
         if max_pending < batch_size:
             raise ConfigError(f"max_pending ({max_pending}) must be at least batch_size ({batch_size})")
         self.ledger = ledger
         self.path = Path(path) if path is not None else default_path(ledger)
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
+        self.label = f"the spool {self.path}"
         self.max_pending = max_pending
-        self.errors: list[AuditLedgerError] = []  # failures of background drains, newest last
         self._writer = _open(self.path, "FULL")  # request threads' inserts, under _lock
         # Reads, deletes and checkpoints, under _draining. Its deletes need no sync of their own:
         # one lost at a power cut only replays rows the ledger answers as duplicates, and the
         # next request's synced commit makes it durable with its own row anyway.
         self._drainer = _open(self.path, "NORMAL")
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)  # the drain thread sleeps on it
         # Group commit: the batches of calls that came while another call's commit was being
         # written wait here; the first of them then writes them all in one commit, one fsync.
         self._queued: list[_Batch] = []
         self._writing = False  # a call is writing a group (its own batch and those queued before it)
         self._written = threading.Condition(self._lock)  # the waiting calls sleep on it
         self._write_mutex = threading.Lock()  # the request path's connection, one user at a time
-        self._draining = threading.Lock()  # one drain at a time: the thread, flush() or close()
-        self._waiting = 0  # events this object spooled since its last drain started
-        self._oldest = 0.0  # monotonic time the first of them was spooled
-        self._again = True  # drain at once: rows a previous process left, or a failed drain's
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="auditledger-spool-drain", daemon=True)
-        self._thread.start()
+        self._start("auditledger-spool-drain")
         _open_spools.add(self)
 
     # ------------------------------------------------------------ the request path
@@ -223,13 +188,7 @@ class Spooled:
                 for entry, error in zip(group, errors, strict=True):
                     entry.error, entry.done = error, True
                     stored += 0 if error is not None else entry.count
-                if stored:
-                    first = self._waiting == 0
-                    self._waiting += stored
-                    if first:
-                        self._oldest = time.monotonic()
-                    if first or self._waiting >= self.batch_size:
-                        self._ready.notify()
+                self._recorded(stored)
                 self._writing = False
                 self._written.notify_all()
 
@@ -300,8 +259,7 @@ class Spooled:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            self._ready.notify_all()
+            self._stop()
             self._written.notify_all()  # calls queued behind the group being written then give up
             while self._writing:  # a group being written is finished, and drained below
                 self._written.wait()
@@ -320,120 +278,35 @@ class Spooled:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self) -> None:
-        failures = 0
-        while self._due():
-            try:
-                self._drain()
-                failures = 0
-            except AuditLedgerError as exc:
-                failures += 1
-                background.keep(self.errors, exc)
-                seconds = background.backoff(min(failures, 16), _BACKOFF, _MAX_BACKOFF)
-                background.pause(self._ready, lambda: self._closed, seconds)  # close() ends the pause
+    # ------------------------------------------------------------ the drain's table
 
-    def _due(self) -> bool:
-        """Sleep until a drain is due (see ``_left``); False once closed."""
-        with self._lock:
-            while not self._closed:
-                left = self._left()
-                if left is not None and left <= 0:
-                    self._again = False
-                    return True
-                self._ready.wait(left)
-        return False
+    _failures = (sqlite3.Error,)
 
-    def _left(self) -> float | None:
-        """Under the lock: seconds until ``batch_size`` events wait or the oldest lingered ``flush_interval``.
+    def _after_drain(self) -> None:
+        # The request path never checkpoints (wal_autocheckpoint=0): the WAL is copied
+        # back here, off the request path, so that the next writer can start it over.
+        with suppress(sqlite3.Error):
+            self._drainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-        None when nothing waits: the thread sleeps until an event is spooled.
-        """
-        if self._again or self._waiting >= self.batch_size:
-            return 0.0
-        if self._waiting:
-            return self._oldest + self.flush_interval - time.monotonic()
-        return None
+    def _top(self) -> int:
+        return int(self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0])
 
-    def _drain(self) -> None:
-        """Place every row spooled up to now (by any process) in the ledger, oldest first, deleting each once placed.
-
-        When it fails, the rows stay and the drain thread tries again after its backoff,
-        whether this drain was its own or a ``flush()``'s.
-        """
-        with self._draining:
-            with self._lock:
-                self._waiting = 0  # what is spooled from here on waits for the next drain's linger
-            try:
-                self._drain_rows()
-            except sqlite3.Error as exc:
-                self._retry()
-                raise StoreError(f"cannot drain the spool {self.path}: {exc}") from None
-            except AuditLedgerError:
-                self._retry()
-                raise
-            finally:
-                # The request path never checkpoints (wal_autocheckpoint=0): the WAL is copied
-                # back here, off the request path, so that the next writer can start it over.
-                with suppress(sqlite3.Error):
-                    self._drainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _drain_rows(self) -> None:
-        upto = self._drainer.execute("SELECT coalesce(max(id), 0) FROM spool").fetchone()[0]
-        after = 0
-        while True:
-            rows = self._read(after, upto)
-            if not rows:
-                return
-            for run in _runs(rows, self.batch_size):
-                self._place(run)
-            after = rows[-1].id
-            if self._started_over(after):
-                return
-
-    def _retry(self) -> None:
-        with self._lock:
-            self._again = True
-            self._ready.notify()
-
-    def _started_over(self, after: int) -> bool:
-        """Whether a row id at or below ``after`` (placed and deleted) is in use again.
-
-        Only after another drain emptied the spool, which placed every row this one had
-        still to place: the rows there now are newer, and wait for the next drain, in order.
-        """
+    def _lowest(self) -> int | None:
         lowest = self._drainer.execute("SELECT min(id) FROM spool").fetchone()[0]
-        return lowest is not None and lowest <= after
+        return None if lowest is None else int(lowest)
 
-    def _read(self, after: int, upto: int) -> list[_Row]:
+    def _read(self, after: int, upto: int) -> list[Row]:
         found = self._drainer.execute(
             "SELECT id, token, tenant, events FROM spool WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
             (after, upto, self.batch_size),
         )
-        return [_Row(i, k, t, orjson.loads(e)) for i, k, t, e in found]
+        return [Row(i, k, t, orjson.loads(e)) for i, k, t, e in found]
 
-    def _place(self, run: list[_Row]) -> None:
-        """One tenant's rows in one ledger transaction, then their delete; a row the ledger refuses is set aside."""
-        while run:
-            events = [e for row in run for e in row.events]
-            try:
-                self.ledger.record_many(events, tenant=run[0].tenant)
-            except ValidationError as exc:
-                bad, error = _refused_rows(run, exc)
-                self._reject(bad, error)
-                run = [row for row in run if row not in bad]
-                continue
-            except AuditLedgerError:
-                raise
-            except Exception as exc:  # a ledger closed under us raises sqlite3's own errors
-                raise StoreError(f"the ledger failed to take spooled events: {type(exc).__name__}: {exc}") from None
-            self._delete(run)
-            return
-
-    def _delete(self, rows: list[_Row]) -> None:
+    def _delete(self, rows: list[Row]) -> None:
         with _transaction(self._drainer) as conn:
             conn.executemany("DELETE FROM spool WHERE id = ? AND token = ?", [(row.id, row.token) for row in rows])
 
-    def _reject(self, rows: list[_Row], exc: ValidationError) -> None:
+    def _reject(self, rows: list[Row], exc: ValidationError) -> None:
         at = format_micros(time.time_ns() // 1000)
         with _transaction(self._drainer) as conn:
             for row in rows:
@@ -531,31 +404,3 @@ def _encode(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:
                 field = invalid_text_field(drafts[i])
                 raise ValidationError(f"events[{i}].{field}", "is not valid UTF-8 (unpaired surrogate)") from None
         raise
-
-
-def _runs(rows: list[_Row], batch_size: int) -> Iterable[list[_Row]]:
-    """Consecutive rows of one tenant, up to ``batch_size`` events (a row is never split: it is one batch)."""
-    run: list[_Row] = []
-    size = 0
-    for row in rows:
-        if run and (row.tenant != run[0].tenant or size + len(row.events) > batch_size):
-            yield run
-            run, size = [], 0
-        run.append(row)
-        size += len(row.events)
-    if run:
-        yield run
-
-
-def _refused_rows(run: list[_Row], exc: ValidationError) -> tuple[list[_Row], ValidationError]:
-    """The row holding the event the ledger named (``events[i]...``; all rows when it names none),
-    and the error with the event's index in its own batch."""
-    found = _EVENT_INDEX.match(exc.field)
-    if found is None:
-        return run, exc
-    index = int(found.group(1))
-    for row in run:
-        if index < len(row.events):
-            return [row], ValidationError(f"events[{index}]{exc.field[found.end():]}", exc.message)
-        index -= len(row.events)
-    return run, exc
