@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +49,8 @@ from auditledger import background
 from auditledger.drain import Drain, Rejected, Row
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
-from auditledger.model import EventInput, check_tenant, format_micros, invalid_text_field
-from auditledger.wire import event_mapping, new_key
+from auditledger.model import EventInput, check_tenant, format_micros
+from auditledger.wire import encode_batch, event_mapping, new_key
 
 _FORMAT = 1  # PRAGMA user_version of a spool file
 _SCHEMA = (
@@ -149,7 +149,7 @@ class Spooled(Drain):
         batch = [event_mapping(d) for d in drafts]
         for event in batch:
             event.setdefault("occurred_at", now)
-        entry = _Batch(tenant, len(batch), _encode(batch, drafts))
+        entry = _Batch(tenant, len(batch), encode_batch(batch, drafts))
         with self._lock:
             if self._closed:
                 raise StoreError(f"the spool {self.path} is closed")
@@ -389,18 +389,4 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        raise
-
-
-def _encode(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:
-    """The row's bytes; text that is not valid UTF-8 is refused as the ledger would refuse it."""
-    try:
-        return orjson.dumps(batch)
-    except orjson.JSONEncodeError:
-        for i, event in enumerate(batch):
-            try:
-                orjson.dumps(event)
-            except orjson.JSONEncodeError:
-                field = invalid_text_field(drafts[i])
-                raise ValidationError(f"events[{i}].{field}", "is not valid UTF-8 (unpaired surrogate)") from None
         raise

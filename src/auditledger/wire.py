@@ -1,16 +1,20 @@
 """A validated event as a plain mapping, with its idempotency key.
 
-The HTTP client sends this shape to the ingest route and the spool keeps it on
-disk until the ledger has placed the event; both give each event a key here,
+The HTTP client sends this shape to the ingest route, and the spool and the outbox
+keep it until their sink has placed the event; each gives every event a key here,
 so that a batch sent or drained twice is stored once.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from auditledger.model import EventInput, format_date
+import orjson
+
+from auditledger.errors import ValidationError
+from auditledger.model import EventInput, format_date, invalid_text_field
 
 
 def new_key() -> str:
@@ -47,3 +51,20 @@ def event_mapping(event: EventInput) -> dict[str, Any]:
     if event.source is not None:
         out["source"] = dict(event.source)
     return out
+
+
+def encode_batch(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:
+    """A validated batch as JSON (a spool's or an outbox's row).
+
+    Text that is not valid UTF-8 (an unpaired surrogate) is refused as the ledger refuses it, naming the event.
+    """
+    try:
+        return orjson.dumps(batch)
+    except orjson.JSONEncodeError:
+        for i, event in enumerate(batch):
+            try:
+                orjson.dumps(event)
+            except orjson.JSONEncodeError:
+                field = invalid_text_field(drafts[i])
+                raise ValidationError(f"events[{i}].{field}", "is not valid UTF-8 (unpaired surrogate)") from None
+        raise

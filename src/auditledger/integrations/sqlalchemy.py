@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from auditledger.errors import ConfigError
 from auditledger.integrations.context import Sink, build_event, emit, resolve_sink, resolve_tenant
+from auditledger.integrations.outbox import Outbox
 from auditledger.ledger import AuditLog
 from auditledger.model import KESTRA_RESOURCE_TYPES, MAX_SAFE_INT, NAME_RE
 
@@ -68,6 +69,7 @@ _SNAPSHOT_KEY = "auditledger.deleted"
 _RECEIPTS_KEY = "auditledger.receipts"  # write="in_transaction": written, waiting for the session's commit
 _CONNECTIONS_KEY = "auditledger.connections"  # the root transaction's connections, from after_begin
 _DEFERRED_KEY = "auditledger.deferred"  # the batch waits for the first connection's COMMIT
+_OUTBOX_KEY = "auditledger.outbox"  # events written to an Outbox in this transaction, for after its commit
 
 T = TypeVar("T", bound=type)
 DetailSource = str | Callable[[Any], Any]
@@ -254,10 +256,16 @@ class SQLAlchemyAuditor:
             raise ConfigError(
                 f"write must be 'before_commit', 'after_commit' or 'in_transaction', got {self.write!r}"
             )
-        if self.write == "in_transaction" and self.sink is not None and not isinstance(self.sink, AuditLog):
+        if isinstance(self.sink, Outbox):
+            if self.write == "after_commit":
+                raise ConfigError(
+                    "an Outbox sink is written in the session's own transaction: write='after_commit' "
+                    "would commit the change first; leave write at its default"
+                )
+        elif self.write == "in_transaction" and self.sink is not None and not isinstance(self.sink, AuditLog):
             raise ConfigError(
                 f"write='in_transaction' writes the events in the session's own transaction: the sink must be an "
-                f"AuditLog on the application's database, not {type(self.sink).__name__}"
+                f"AuditLog on the application's database or an Outbox, not {type(self.sink).__name__}"
             )
 
     def install(self, target: sessionmaker[Any] | type[Session] | Session) -> SQLAlchemyAuditor:
@@ -377,6 +385,7 @@ class SQLAlchemyAuditor:
             info.pop(_RECEIPTS_KEY, None)
             info.pop(_CONNECTIONS_KEY, None)
             info.pop(_DEFERRED_KEY, None)
+            info.pop(_OUTBOX_KEY, None)
 
     def _commit(self, session: Session) -> None:
         """Write the transaction's batch: at ``after_commit``, or before the database commits.
@@ -418,22 +427,22 @@ class SQLAlchemyAuditor:
         pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
         if not pending:
             return
-        if self.write == "in_transaction":
+        if self.write == "in_transaction" or isinstance(resolve_sink(self.sink), Outbox):
             self._write_in_transaction(session, pending, committing)
         else:
             emit([p.event for p in pending], sink=self.sink, tenant=self.tenant)
         session.info[_PENDING_KEY] = []  # cleared only once the sink took them
 
     def _write_in_transaction(self, session: Session, pending: list[_Pending], committing: Connection | None) -> None:
-        """The events into the ledger's tables through the session's own connection, before it commits."""
+        """The events into the ledger's tables, or an outbox's, through the session's connection, before it commits."""
         ledger = resolve_sink(self.sink)
-        if not isinstance(ledger, AuditLog):
+        if not isinstance(ledger, AuditLog | Outbox):
             raise ConfigError(
-                "write='in_transaction' needs an AuditLog on the application's database as its sink, "
+                "write='in_transaction' needs an AuditLog on the application's database or an Outbox as its sink, "
                 f"got {type(ledger).__name__}"
             )
         known: list[Connection] = session.info.get(_CONNECTIONS_KEY, [])
-        connections: dict[int, Any] = {}
+        connections: dict[int, tuple[Any, Connection]] = {}
         for cls in {p.cls for p in pending}:
             mapper: Any = inspect(cls)
             if committing is None and not known:
@@ -443,13 +452,22 @@ class SQLAlchemyAuditor:
                 bind = session.get_bind(mapper=mapper)
                 conn = next((c for c in known if c is bind or c.engine is bind), committing or known[0])
             dbapi = conn.connection.dbapi_connection
-            connections[id(dbapi)] = dbapi
+            connections[id(dbapi)] = (dbapi, conn)
         if len(connections) > 1:
             raise ConfigError(
                 "write='in_transaction': this commit's audited changes are in more than one database; "
                 "one transaction can carry their events only when they share the ledger's database"
             )
-        (dbapi,) = connections.values()
+        ((dbapi, conn),) = connections.values()
+        if isinstance(ledger, Outbox):
+            if conn.engine.url != ledger.engine.url:
+                raise ConfigError(
+                    f"{ledger.label} is in {ledger.engine.url.render_as_string()}, but this commit's audited changes "
+                    f"are in {conn.engine.url.render_as_string()}: one transaction cannot carry their events"
+                )
+            keys = ledger.write(dbapi, [p.event for p in pending], tenant=resolve_tenant(self.tenant))
+            session.info[_OUTBOX_KEY] = session.info.get(_OUTBOX_KEY, 0) + len(keys)
+            return
         receipts = ledger.record_many([p.event for p in pending], tenant=resolve_tenant(self.tenant), within=dbapi)
         session.info.setdefault(_RECEIPTS_KEY, []).extend(receipts)
 
@@ -459,6 +477,11 @@ class SQLAlchemyAuditor:
             # (a session bound to a connection already in a transaction). Written now, the events
             # still come before that transaction's commit.
             self._write(session, None)
+        written = session.info.pop(_OUTBOX_KEY, 0)
+        if written:
+            outbox = resolve_sink(self.sink)
+            if isinstance(outbox, Outbox):
+                outbox.committed(written)
         receipts = session.info.pop(_RECEIPTS_KEY, None)
         if receipts:
             ledger = resolve_sink(self.sink)
