@@ -113,6 +113,13 @@ def ledger_in(db_url: str) -> AuditLog:
     return AuditLog(SQLiteStore(db_url, journal="keep"))
 
 
+def app_engine(db_url: str) -> Engine:
+    """The platform's engine on ``db_url``, as :func:`create_app` makes it when given none
+    (an ``Outbox`` needs it before the app exists)."""
+    memory = db_url in ("sqlite://", "sqlite:///:memory:")  # one shared connection, or each has its own db
+    return create_engine(db_url, connect_args={"check_same_thread": False}, poolclass=StaticPool if memory else None)
+
+
 def create_app(
     db_url: str = "sqlite:///workflow.db",
     *,
@@ -128,10 +135,7 @@ def create_app(
     (:func:`ledger_in` opens one), and each commit carries its changes' events.
     """
     if engine is None:
-        memory = db_url in ("sqlite://", "sqlite:///:memory:")  # one shared connection, or each has its own db
-        engine = create_engine(
-            db_url, connect_args={"check_same_thread": False}, poolclass=StaticPool if memory else None
-        )
+        engine = app_engine(db_url)
     Base.metadata.create_all(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
     audit_on = sink is not None

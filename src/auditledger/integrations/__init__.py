@@ -5,6 +5,8 @@
 - :mod:`~auditledger.integrations.decorators` — ``@audited`` for calls and blocks;
 - :mod:`~auditledger.integrations.logging` — a handler turning marked log records into events;
 - :mod:`~auditledger.integrations.sqlalchemy` — CREATE/UPDATE/DELETE from ORM flushes (extra ``sqlalchemy``);
+- :mod:`~auditledger.integrations.outbox` — a transactional outbox: the events of a session's commit as a
+  row of the application's own transaction, moved to the ledger or a server in the background (extra ``sqlalchemy``);
 - sinks: an ``AuditLog``, :class:`~auditledger.spool.Spooled` (an embedded ledger behind a durable spool,
   for request paths), ``Queued(Client(...))`` (a server, in the background), ``auditledger.testing.Capture``.
 

@@ -9,7 +9,8 @@ Context variables follow asyncio tasks and the thread pools of Starlette, so
 this works for sync and async code alike (PEP 567).
 
 A *sink* is whatever stores events: an embedded :class:`~auditledger.AuditLog`,
-the same behind a durable spool (:class:`auditledger.spool.Spooled`), the HTTP
+the same behind a durable spool (:class:`auditledger.spool.Spooled`) or a
+transactional outbox (:class:`auditledger.integrations.outbox.Outbox`), the HTTP
 client (``auditledger.client.Client``, which batches in the background), or
 :class:`auditledger.testing.Capture`. Anything with a
 ``record_many(events, tenant=...)`` method will do.
