@@ -116,6 +116,10 @@ class Drain:
     def _reject(self, rows: list[Row], exc: ValidationError) -> None:
         raise NotImplementedError
 
+    def _describe(self, exc: BaseException) -> str:
+        """One of ``_failures`` as the message of the :class:`StoreError` that reports it."""
+        return str(exc)
+
     def _after_drain(self) -> None:
         """Housekeeping after each drain, failed or not (the spool checkpoints its WAL)."""
 
@@ -187,7 +191,7 @@ class Drain:
                 raise
             except self._failures as exc:
                 self._retry()
-                raise StoreError(f"cannot drain {self.label}: {exc}") from None
+                raise StoreError(f"cannot drain {self.label}: {self._describe(exc)}") from None
             finally:
                 self._after_drain()
 

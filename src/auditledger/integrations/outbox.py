@@ -56,6 +56,7 @@ try:
         delete,
         func,
         insert,
+        inspect,
         select,
         update,
     )
@@ -168,7 +169,16 @@ class Outbox(Drain):
             try:
                 t.create(engine, checkfirst=True)
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot create {self.label}: {_reason(exc)}") from None
+                # Another process may have created it between the check and the CREATE.
+                if not _exists(engine, table):
+                    raise StoreError(f"cannot create {self.label}: {_reason(exc)}") from None
+        elif not _exists(engine, table):
+            raise ConfigError(
+                f"{self.label} does not exist in {url.render_as_string()}: create it (outbox_table() in the "
+                "application's metadata, or its migrations) or pass create=True"
+            )
+        # The request path writes on the DB-API connection: its failures are the driver's own exceptions.
+        self._driver_error: type[BaseException] = getattr(getattr(engine.dialect, "dbapi", None), "Error", Exception)
         self._start("auditledger-outbox-drain")
         _open_outboxes.add(self)
 
@@ -199,11 +209,14 @@ class Outbox(Drain):
             event.setdefault("occurred_at", now)
         values = {"token": new_key(), "tenant": tenant, "count": len(batch), "events": encode_batch(batch, drafts)}
         params: Any = tuple(values[name] for name in self._insert_order) if self._insert_order else values
-        cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(self._insert_sql, params)
-        finally:
-            cursor.close()
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(self._insert_sql, params)
+            finally:
+                cursor.close()
+        except self._driver_error as exc:
+            raise StoreError(f"cannot write to {self.label}: {exc}") from None
         return [str(e["idempotency_key"]) for e in batch]
 
     def committed(self, count: int) -> None:
@@ -277,6 +290,9 @@ class Outbox(Drain):
 
     _failures = (SQLAlchemyError,)
 
+    def _describe(self, exc: BaseException) -> str:
+        return _reason(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+
     def _top(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.coalesce(func.max(self.table.c.id), 0))).scalar_one())
@@ -333,6 +349,13 @@ def _checked(i: int, raw: Mapping[str, Any] | EventInput) -> EventInput:
     if event.source is not None:
         raise ValidationError(f"events[{i}].source", "is set by the server (token and source IP)")
     return event
+
+
+def _exists(engine: Engine, table: str) -> bool:
+    try:
+        return bool(inspect(engine).has_table(table))
+    except SQLAlchemyError:
+        return False
 
 
 def _reason(exc: SQLAlchemyError) -> str:

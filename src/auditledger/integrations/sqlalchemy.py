@@ -331,6 +331,12 @@ class SQLAlchemyAuditor:
                 pending.append(
                     _Pending(txn, self._event(spec, "DELETE", _details(obj, spec, values), before, None), type(obj))
                 )
+        if self.write == "after_commit" and pending and self.sink is None and _scope_outbox():
+            # Checked here, in the flush: at after_commit the change would be committed already.
+            raise ConfigError(
+                "the current scope's sink is an Outbox, written in the session's own transaction: "
+                "write='after_commit' would commit the change first; leave write at its default"
+            )
 
     def _update(self, obj: object, spec: ModelSpec, txn: SessionTransaction | None, pending: list[_Pending]) -> None:
         state = attributes.instance_state(obj)
@@ -454,9 +460,10 @@ class SQLAlchemyAuditor:
             dbapi = conn.connection.dbapi_connection
             connections[id(dbapi)] = (dbapi, conn)
         if len(connections) > 1:
+            where = ledger.label if isinstance(ledger, Outbox) else "the ledger's database"
             raise ConfigError(
-                "write='in_transaction': this commit's audited changes are in more than one database; "
-                "one transaction can carry their events only when they share the ledger's database"
+                "this commit's audited changes are in more than one database; one transaction can carry "
+                f"their events only when they share the database of {where}"
             )
         ((dbapi, conn),) = connections.values()
         if isinstance(ledger, Outbox):
@@ -536,6 +543,14 @@ class SQLAlchemyAuditor:
             "audit trail: load the objects and change or delete them through the session, or add "
             f".execution_options({SKIP_OPTION}=True) and record the event yourself"
         )
+
+
+def _scope_outbox() -> bool:
+    """Whether the sink the current scope (or the default) gives is an Outbox."""
+    try:
+        return isinstance(resolve_sink(None), Outbox)
+    except ConfigError:
+        return False
 
 
 def _within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
