@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from examples.workflow_platform.app import create_app, ledger_in  # noqa: E402
 
 from auditledger import AuditLog  # noqa: E402
+from auditledger.spool import Spooled  # noqa: E402
 from auditledger.store.sqlite import SQLiteStore  # noqa: E402
 
 TOKEN = "bench-admin-token"
@@ -176,8 +177,6 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     sinks["embed-normal"] = AuditLog(SQLiteStore(f"sqlite:///{folder / 'embedded-normal.db'}", synchronous="NORMAL"))
     spool = None
     if not args.no_spool:
-        from auditledger.spool import Spooled
-
         # The embedded ledger behind a durable spool: the request commits one small row to the spool
         # file, and the spool's thread places the batch in the ledger (its own file) every flush_interval.
         spooled_ledger = AuditLog.open(f"sqlite:///{folder / 'embedded-spool.db'}")
@@ -226,7 +225,8 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
         engine = app_engine(shared_url, args)  # the app's journal mode is set before the ledger opens the file
         # A ledger in the app's transactions asks for the app's own sync level: no more durable, no less.
         sinks["embed-in-db"] = shared = (
-            ledger_in(shared_url) if args.app_synchronous == "FULL"
+            ledger_in(shared_url)
+            if args.app_synchronous == "FULL"
             else AuditLog(SQLiteStore(f"{shared_url}?synchronous={args.app_synchronous}", journal="keep"))
         )
         drivers["embed-in-db"] = Driver(
@@ -245,7 +245,9 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
     cpu: dict[str, list[float]] = {name: [] for name in drivers}
     ratios: dict[str, list[float]] = {name: [] for name in drivers}
     timed_sends = drained_sends = 0
-    drained_cpu = spool_cpu = outbox_cpu = 0.0
+    drained_cpu = 0.0
+    drains = {name: sinks[name] for name in ("embed-spool", "embed-outbox") if name in sinks}
+    drain_cpus = dict.fromkeys(drains, 0.0)
     order = list(drivers)
     shuffle = random.Random(args.seed)
     for _ in range(args.rounds):
@@ -267,22 +269,14 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
                 # ... and what sending it cost this process counts as the round's work.
                 this_round[name] += drain_cpu / args.requests
                 cpu[name][-1] += drain_cpu / args.requests
-            if name == "embed-spool" and spool is not None:
-                # As for the client: what is still spooled is placed now, not during the next
-                # mode's round, and the CPU of placing it counts as this round's work.
+            drained = drains.get(name)
+            if drained is not None:
+                # As for the client: what the spool or the outbox still holds is placed now, not
+                # during the next mode's round, and the CPU of placing it counts as this round's work.
                 drain_started = time.process_time()
-                spool.flush()
+                drained.flush()
                 drain_cpu = time.process_time() - drain_started
-                spool_cpu += drain_cpu
-                this_round[name] += drain_cpu / args.requests
-                cpu[name][-1] += drain_cpu / args.requests
-            if name == "embed-outbox" and outbox is not None:
-                # The same for the outbox: its rows are placed (and deleted from the app's database)
-                # now, and that CPU counts as this round's work.
-                drain_started = time.process_time()
-                outbox.flush()
-                drain_cpu = time.process_time() - drain_started
-                outbox_cpu += drain_cpu
+                drain_cpus[name] += drain_cpu
                 this_round[name] += drain_cpu / args.requests
                 cpu[name][-1] += drain_cpu / args.requests
         for name, value in this_round.items():
@@ -304,17 +298,12 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
             f"batches sent during timed rounds {timed_sends}, drained between rounds {drained_sends} "
             f"(their CPU, {drained_cpu / (args.rounds * args.requests) * 1e3:.3f} ms per request, is counted)"
         )
-    if spool is not None:
+    for name, drained in drains.items():
+        placed = (drained.ledger if isinstance(drained, Spooled) else drained.sink).count()
         print(
-            f"embed-spool: batch_size {args.batch_size}, flush_interval {args.flush_interval} s; "
-            f"events placed in its ledger {spool.ledger.count()}; the drains after its rounds cost "
-            f"{spool_cpu / (args.rounds * args.requests) * 1e3:.3f} ms CPU per request (counted)"
-        )
-    if outbox is not None:
-        print(
-            f"embed-outbox: batch_size {args.batch_size}, flush_interval {args.flush_interval} s; "
-            f"events placed in its ledger {outbox.sink.count()}; the drains after its rounds cost "
-            f"{outbox_cpu / (args.rounds * args.requests) * 1e3:.3f} ms CPU per request (counted)"
+            f"{name}: batch_size {args.batch_size}, flush_interval {args.flush_interval} s; "
+            f"events placed in its ledger {placed}; the drains after its rounds cost "
+            f"{drain_cpus[name] / (args.rounds * args.requests) * 1e3:.3f} ms CPU per request (counted)"
         )
     print(f"events in the embedded ledger: {ledger.count()}")
     for sink in sinks.values():

@@ -50,7 +50,7 @@ from auditledger.drain import Drain, Rejected, Row
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import EventInput, check_tenant, format_micros
-from auditledger.wire import encode_batch, event_mapping, new_key
+from auditledger.wire import dated_mappings, encode_batch, new_key
 
 _FORMAT = 1  # PRAGMA user_version of a spool file
 _SCHEMA = (
@@ -145,10 +145,7 @@ class Spooled(Drain):
         drafts = self.ledger.validate(events)
         if not drafts:
             return []
-        now = format_micros(time.time_ns() // 1000)  # when it happened; the ledger's date is its placement
-        batch = [event_mapping(d) for d in drafts]
-        for event in batch:
-            event.setdefault("occurred_at", now)
+        batch = dated_mappings(drafts)
         entry = _Batch(tenant, len(batch), encode_batch(batch, drafts))
         with self._lock:
             if self._closed:

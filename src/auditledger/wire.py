@@ -8,13 +8,14 @@ so that a batch sent or drained twice is stored once.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from auditledger.errors import ValidationError
-from auditledger.model import EventInput, format_date, invalid_text_field
+from auditledger.model import EventInput, format_date, format_micros, invalid_text_field
 
 
 def new_key() -> str:
@@ -51,6 +52,19 @@ def event_mapping(event: EventInput) -> dict[str, Any]:
     if event.source is not None:
         out["source"] = dict(event.source)
     return out
+
+
+def dated_mappings(drafts: Sequence[EventInput]) -> list[dict[str, Any]]:
+    """Validated events as mappings, keyed, each with an ``occurred_at`` (now, where it has none).
+
+    For events placed later than they are recorded (the spool, the outbox): their ``date``
+    in the ledger is the placement, ``occurred_at`` says when they happened.
+    """
+    now = format_micros(time.time_ns() // 1000)
+    batch = [event_mapping(d) for d in drafts]
+    for event in batch:
+        event.setdefault("occurred_at", now)
+    return batch
 
 
 def encode_batch(batch: list[dict[str, Any]], drafts: Sequence[EventInput]) -> bytes:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 from examples.workflow_platform.__main__ import main, open_sink
 from examples.workflow_platform.app import create_app
+from tests.examples.platform_calls import ADMIN, FLOW_V1, assert_the_update, call, create_and_change
 
 from auditledger import AuditLog
 from auditledger.errors import ConfigError
 from auditledger.spool import Spooled
 from auditledger.testing import recorded
-
-ADMIN = "admin-secret-token-123"
-FLOW_V1 = "id: hello\nnamespace: company.team\ntasks:\n  - id: say\n    type: io.kestra.plugin.core.log.Log\n"
 
 
 def test_a_put_ends_in_the_ledger_with_exactly_its_events_once_flushed(tmp_path: Path) -> None:
@@ -25,17 +22,12 @@ def test_a_put_ends_in_the_ledger_with_exactly_its_events_once_flushed(tmp_path:
     spool = Spooled(ledger, flush_interval=3600)  # nothing drains until flush()
     app = create_app(f"sqlite:///{tmp_path / 'app.db'}", sink=spool, admin_token=ADMIN)
 
-    async def calls() -> None:
-        transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 4321))
-        headers = {"authorization": f"Bearer {ADMIN}", "content-type": "application/x-yaml", "x-request-id": "r-42"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://platform", headers=headers) as http:
-            assert (await http.post("/api/v1/flows", content=FLOW_V1)).status_code == 201
-            changed = await http.put("/api/v1/flows/company.team/hello", content=FLOW_V1 + "# v2\n")
-            assert changed.status_code == 200
-            same = await http.put("/api/v1/flows/company.team/hello", content=FLOW_V1 + "# v2\n")
-            assert same.status_code == 200  # unchanged source: no revision, no event
+    async def steps(http: httpx.AsyncClient) -> None:
+        await create_and_change(http)
+        same = await http.put("/api/v1/flows/company.team/hello", content=FLOW_V1 + "# v2\n")
+        assert same.status_code == 200  # unchanged source: no revision, no event
 
-    asyncio.run(calls())
+    call(app, steps)
     assert spool.pending == 3 and ledger.count() == 0  # the bootstrap admin, the flow's CREATE and UPDATE
     spool.flush()
     spool.flush()  # a second drain finds nothing more to place
@@ -43,9 +35,7 @@ def test_a_put_ends_in_the_ledger_with_exactly_its_events_once_flushed(tmp_path:
     assert [(e["resource_type"], e["action"]) for e in events] == [("USER", "CREATE"), ("FLOW", "CREATE"),
                                                                      ("FLOW", "UPDATE")]
     update = events[-1]
-    assert update["actor"]["id"] == "admin@example.com" and update["actor"]["ip"] == "192.0.2.10"
-    assert update["details"]["requestId"] == "r-42" and update["details"]["revision"] == "2"
-    assert update["before"] == FLOW_V1 and update["after"] == FLOW_V1 + "# v2\n"
+    assert_the_update(update)
     assert update["occurred_at"] <= update["date"]
     spool.close()
     assert ledger.verify().sizes == {"main": 3}

@@ -73,7 +73,7 @@ from auditledger.errors import AuditLedgerError, ConfigError, StoreError, Valida
 from auditledger.integrations.context import Queued
 from auditledger.ledger import DEFAULT_TENANT, AuditLog
 from auditledger.model import EventInput, check_tenant, event_input, format_micros
-from auditledger.wire import encode_batch, event_mapping, new_key
+from auditledger.wire import dated_mappings, encode_batch, new_key
 
 DEFAULT_TABLE = "auditledger_outbox"
 
@@ -219,10 +219,7 @@ class Outbox(Drain):
             drafts = [_checked(i, raw) for i, raw in enumerate(events)]
         if not drafts:
             return []
-        now = format_micros(time.time_ns() // 1000)  # when it happened; the ledger's date is its placement
-        batch = [event_mapping(d) for d in drafts]
-        for event in batch:
-            event.setdefault("occurred_at", now)
+        batch = dated_mappings(drafts)
         values = {"token": new_key(), "tenant": tenant, "count": len(batch), "events": encode_batch(batch, drafts)}
         try:
             self._insert.run(dbapi_connection, values)
