@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from auditledger import canonical
-from auditledger.errors import ConfigError, ValidationError
+from auditledger.errors import ConfigError, StoreError, ValidationError
 from auditledger.model import (
     DEFAULT_LIMITS,
     Actor,
@@ -54,6 +55,16 @@ class Receipt:
     duplicate: bool = False  # an idempotency key seen before: nothing new stored
 
 
+@dataclass(slots=True)
+class _Queued:
+    """One ``record_many`` call's prepared batch, waiting for the commit that writes it (its own or a group's)."""
+
+    items: list[canonical.Prepared]
+    receipts: list[Receipt] = field(default_factory=list)
+    error: Exception | None = None
+    done: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of search results and the cursor of the next (None at the end)."""
@@ -81,6 +92,12 @@ class AuditLog:
         self.store = store
         self.limits = limits
         self._after_commit: list[Callable[[list[Receipt]], None]] = []
+        # Group commit: batches of threads that call record_many while another thread's commit is
+        # being written wait here; the first of them then writes them all in one transaction.
+        self._group_lock = threading.Lock()
+        self._group_done = threading.Condition(self._group_lock)
+        self._queued: list[_Queued] = []
+        self._writing = False
 
     @classmethod
     def open(cls, url: str = "memory://", *, limits: Limits = DEFAULT_LIMITS) -> AuditLog:
@@ -147,7 +164,65 @@ class AuditLog:
         """
         check_tenant(tenant)
         drafts = self.validate(events)
-        return self.append_prepared(prepare([(tenant, d) for d in drafts]), within=within)
+        prepared = prepare([(tenant, d) for d in drafts])
+        if within is not None or not prepared:
+            return self.append_prepared(prepared, within=within)
+        return self._grouped(_Queued(prepared))
+
+    def _grouped(self, entry: _Queued) -> list[Receipt]:
+        """Write ``entry`` in one commit with the batches of the threads that wait beside it.
+
+        A call that finds another call's commit being written queues its batch; when that
+        commit ends, the first queued call writes every queued batch in one transaction (one
+        fsync for all), and each call gets its own receipts. A batch stays atomic: the group's
+        transaction holds all of it or none. A :class:`StoreError` (locked, full, closed) fails
+        every call of the group; any other failure could be one batch's, so each batch of a
+        failed group is then written again on its own and every call gets its own outcome.
+        """
+        with self._group_lock:
+            self._queued.append(entry)
+            while not entry.done and self._writing:
+                self._group_done.wait()
+            group: list[_Queued] = []
+            if not entry.done:  # this call writes the group: its own batch and every one queued
+                self._writing = True
+                group, self._queued = self._queued, []
+        if group:
+            try:
+                self._write_group(group)
+            finally:
+                with self._group_lock:
+                    for queued in group:
+                        if not queued.receipts and queued.error is None:  # interrupted (KeyboardInterrupt ...)
+                            queued.error = StoreError("the write of this batch to the ledger was interrupted")
+                        queued.done = True
+                    self._writing = False
+                    self._group_done.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return entry.receipts
+
+    def _write_group(self, group: list[_Queued]) -> None:
+        try:
+            receipts = self.append_prepared([p for queued in group for p in queued.items])
+        except StoreError as exc:
+            for queued in group:
+                queued.error = exc
+            return
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            for queued in group:
+                try:
+                    queued.receipts = self.append_prepared(queued.items)
+                except Exception as own:
+                    queued.error = own
+            return
+        start = 0
+        for queued in group:
+            queued.receipts = receipts[start : start + len(queued.items)]
+            start += len(queued.items)
 
     def check_joinable(self, conn: Any) -> None:
         """Raise a :class:`ConfigError` unless ``record_many(..., within=conn)`` may write through ``conn``."""
