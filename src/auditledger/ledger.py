@@ -114,7 +114,11 @@ class AuditLog:
         self.close()
 
     def on_commit(self, callback: Callable[[list[Receipt]], None]) -> None:
-        """Call ``callback`` with the receipts of every committed batch (never before the commit)."""
+        """Call ``callback`` with the receipts of every commit (never before it).
+
+        A commit may hold the batches of several threads' ``record_many`` calls (group commit):
+        the callback then gets all of their receipts at once, on the thread that wrote them.
+        """
         self._after_commit.append(callback)
 
     # ------------------------------------------------------------ recording
