@@ -60,9 +60,12 @@ TOKEN = "bench-admin-token"
 SOURCE = "id: bench\nnamespace: company.bench\ntasks:\n  - id: t\n    type: io.kestra.plugin.core.log.Log\n"
 
 
-def start_server(folder: Path) -> tuple[Any, str, str, AuditLog]:
+def start_server(folder: Path, synchronous: str = "FULL") -> tuple[Any, str, str, AuditLog]:
     """``auditledger serve`` in its own process on a fresh SQLite ledger, as deployed (not a thread of
-    the app's process, where it would take the app's GIL); returns (process, url, ingest token, ledger)."""
+    the app's process, where it would take the app's GIL); returns (process, url, ingest token, ledger).
+
+    ``synchronous``: the server ledger's SQLite sync level; NORMAL (not durable at a power cut) is
+    a diagnostic only, to see what the server's fsyncs on the app's own disk cost the app here."""
     import socket
     import subprocess
     import sys
@@ -71,7 +74,7 @@ def start_server(folder: Path) -> tuple[Any, str, str, AuditLog]:
 
     from auditledger.server import Tokens
 
-    url_db = f"sqlite:///{folder / 'server.db'}"
+    url_db = f"sqlite:///{folder / 'server.db'}" + ("" if synchronous == "FULL" else f"?synchronous={synchronous}")
     ledger = AuditLog.open(url_db)
     token = Tokens(ledger.store).create("ingest", "main")[0]
     with socket.socket() as sock:
@@ -205,7 +208,7 @@ async def bench(args: argparse.Namespace, folder: Path) -> None:
             from auditledger.client import Client
             from auditledger.integrations.context import Queued
 
-            server, url, ingest, _server_ledger = start_server(folder)
+            server, url, ingest, _server_ledger = start_server(folder, args.server_synchronous)
             transport = CountingTransport()
             client = Client(
                 url, token=ingest, batch_size=args.batch_size, flush_interval=args.flush_interval, transport=transport
@@ -373,6 +376,13 @@ def main() -> None:
         choices=("delete", "wal"),
         default="delete",
         help="every mode's app database: SQLite's rollback journal (the example's default) or WAL",
+    )
+    parser.add_argument(
+        "--server-synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="the client mode's server ledger: PRAGMA synchronous (NORMAL is a diagnostic: the server shares this "
+        "machine's disk with the app, which a deployed server does not)",
     )
     parser.add_argument(
         "--app-synchronous",
