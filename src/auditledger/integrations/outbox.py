@@ -90,7 +90,8 @@ def outbox_table(metadata: MetaData, name: str = DEFAULT_TABLE) -> Table:
         Column("token", String(36), nullable=False),
         Column("tenant", String(64), nullable=False),
         Column("count", Integer, nullable=False),
-        Column("events", LargeBinary, nullable=False),  # JSON: the batch, each event keyed
+        # JSON: the batch, each event keyed. The length makes MySQL's column a LONGBLOB (its BLOB stops at 64 KiB).
+        Column("events", LargeBinary(2**32 - 1), nullable=False),
         Column("error", Text, nullable=True),  # set when the sink refused the batch as invalid
         Column("rejected_at", String(32), nullable=True),
     )
