@@ -152,7 +152,7 @@ class Outbox(Drain):
         self._pending = select(func.coalesce(func.sum(t.c.count), 0)).where(waiting)
         # The request path and the drain run the driver's own SQL on DB-API connections: inside a
         # commit SQLAlchemy hands out no Connection, and a driver call costs a fraction of a Core
-        # execution (a drain's four statements took ~3 ms of CPU through Core, ~0.4 ms this way).
+        # execution (a drain's four statements took 2.4 ms of CPU through Core, 1.0 ms this way).
         self._insert = _Driver(
             insert(t).values(
                 token=bindparam("token"),
