@@ -20,7 +20,10 @@ listeners). By default that happens *before* the database commits, inside
 application's change is not committed, so no change goes unaudited (the
 ledger and the application database are two databases, so a crash between
 the two commits can still leave an event whose change was not committed;
-``write="after_commit"`` chooses the opposite risk).
+``write="after_commit"`` chooses the opposite risk). With an
+:class:`~auditledger.integrations.outbox.Outbox` as the sink the batch is one
+row of the application's own transaction instead, moved to the ledger in the
+background: change and events commit together, on any database.
 
 Bulk statements on audited classes (``session.execute(update(Flow)...)``,
 ``delete``, ORM bulk ``insert``, ``Query.update/delete``) bypass the
