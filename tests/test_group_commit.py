@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from auditledger import Actor, AuditLog, StoreError
 from auditledger.testing import recorded
+from tests.held_writes import queued_behind_a_held_write
 
 
 def event(n: int) -> dict[str, Any]:
@@ -42,28 +42,10 @@ class HeldWrite:
 def record_in_threads(ledger: AuditLog, batches: list[list[dict[str, Any]]]) -> list[Any]:
     """``batches[0]`` recorded first (its write held), the others queued behind it; each call's receipts or error."""
     held: HeldWrite = ledger.append_prepared  # type: ignore[assignment]
-    outcome: list[Any] = [None] * len(batches)
-
-    def call(i: int) -> None:
-        try:
-            outcome[i] = ledger.record_many(batches[i])
-        except Exception as exc:  # handed to the test
-            outcome[i] = exc
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
-    threads[0].start()
-    deadline = time.monotonic() + 10
-    while not held.writes and time.monotonic() < deadline:
-        time.sleep(0.001)
-    for thread in threads[1:]:
-        thread.start()
-    while len(ledger._queued) < len(batches) - 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert len(ledger._queued) == len(batches) - 1, "the calls did not queue behind the held write"
-    held.release.set()
-    for thread in threads:
-        thread.join(10)
-    return outcome
+    calls = [lambda batch=batch: ledger.record_many(batch) for batch in batches]
+    return queued_behind_a_held_write(
+        calls, held=lambda: bool(held.writes), queued=lambda: len(ledger._queued), release=held.release
+    )
 
 
 def test_calls_that_come_during_a_commit_share_the_next_one_and_keep_their_own_receipts(ledger: AuditLog) -> None:

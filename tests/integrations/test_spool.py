@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.held_writes import queued_behind_a_held_write
 
 from auditledger import Actor, AuditLog, ConfigError, StoreError, ValidationError
 from auditledger.integrations import audit_scope
@@ -372,28 +373,11 @@ class _HeldWrite:
 def _record_in_threads(spool: Spooled, batches: list[list[dict[str, Any]]]) -> list[BaseException | None]:
     """``batches[0]`` recorded first (its write held), the others queued behind it; each call's error or None."""
     held: _HeldWrite = spool._insert  # type: ignore[assignment]
-    outcome: list[BaseException | None] = [None] * len(batches)
-
-    def call(i: int) -> None:
-        try:
-            spool.record_many(batches[i])
-        except BaseException as exc:  # handed to the test
-            outcome[i] = exc
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
-    threads[0].start()
-    deadline = time.monotonic() + 10
-    while not held.groups and time.monotonic() < deadline:
-        time.sleep(0.001)
-    for thread in threads[1:]:
-        thread.start()
-    while len(spool._queued) < len(batches) - 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert len(spool._queued) == len(batches) - 1, "the calls did not queue behind the held write"
-    held.release.set()
-    for thread in threads:
-        thread.join(10)
-    return outcome
+    calls = [lambda batch=batch: spool.record_many(batch) for batch in batches]
+    outcome = queued_behind_a_held_write(
+        calls, held=lambda: bool(held.groups), queued=lambda: len(spool._queued), release=held.release
+    )
+    return [o if isinstance(o, BaseException) else None for o in outcome]
 
 
 def test_calls_that_come_during_a_write_share_the_next_commit(ledger: AuditLog) -> None:
