@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from auditledger import background
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
@@ -95,6 +95,21 @@ class Drain:
     def _start(self, name: str) -> None:
         self._thread.name = name
         self._thread.start()
+
+    def flush(self) -> None:
+        """Place what is stored now in the sink and wait; raises the sink's error (the rows stay)."""
+        if self._closed:
+            raise StoreError(f"{self.label} is closed")
+        self._drain()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------ what the table does
 

@@ -241,12 +241,6 @@ class Spooled(Drain):
 
     # ------------------------------------------------------------ draining
 
-    def flush(self) -> None:
-        """Drain what is spooled now into the ledger and wait; raises the ledger's error (the rows stay)."""
-        if self._closed:
-            raise StoreError(f"the spool {self.path} is closed")
-        self._drain()
-
     def close(self) -> None:
         """Drain what is left, stop the drain thread and close the spool file.
 
@@ -268,12 +262,6 @@ class Spooled(Drain):
             with self._write_mutex:
                 for conn in (self._writer, self._drainer):
                     conn.close()
-
-    def __enter__(self) -> Spooled:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ the drain's table
 
@@ -316,7 +304,10 @@ class Spooled(Drain):
             _log.warning(
                 "auditledger spool %s: the ledger refused a batch of %d events (tenant %s): %s; "
                 "moved to the spool's rejected table",
-                self.path, len(row.events), row.tenant, exc,
+                self.path,
+                len(row.events),
+                row.tenant,
+                exc,
             )
 
 

@@ -38,6 +38,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from typing import Any
 
 import orjson
@@ -162,7 +163,7 @@ class Outbox(Drain):
             ),
             engine,
         )
-        self._top_id = _Driver(select(func.coalesce(func.max(t.c.id), 0)), engine)
+        self._top_id = _Driver(select(func.max(t.c.id)), engine)
         self._lowest_id = _Driver(select(func.min(t.c.id)).where(waiting), engine)
         self._read_rows = _Driver(
             select(t.c.id, t.c.token, t.c.tenant, t.c.events)
@@ -272,12 +273,6 @@ class Outbox(Drain):
 
     # ------------------------------------------------------------ draining
 
-    def flush(self) -> None:
-        """Place what the outbox holds now in the sink and wait; raises the sink's error (the rows stay)."""
-        if self._closed:
-            raise StoreError(f"{self.label} is closed")
-        self._drain()
-
     def close(self) -> None:
         """Place what is left, then stop the drain thread; raises if the rest cannot be placed (it stays).
 
@@ -290,14 +285,6 @@ class Outbox(Drain):
         self._thread.join()
         _open_outboxes.discard(self)
         self._drain()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    _failures: tuple[type[BaseException], ...] = (SQLAlchemyError,)
 
     def _describe(self, exc: BaseException) -> str:
         return _reason(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
@@ -313,7 +300,7 @@ class Outbox(Drain):
 
     def _top(self) -> int:
         (found,) = self._query(self._top_id, {})
-        return int(found[0])
+        return int(found[0] or 0)
 
     def _lowest(self) -> int | None:
         (found,) = self._query(self._lowest_id, {})
@@ -365,33 +352,25 @@ class _Driver:
         self.sql = str(compiled)
         # Positional paramstyles (SQLite's qmark) take a tuple in this order; the others a mapping.
         self.order = tuple(compiled.positiontup or ()) if engine.dialect.positional else ()
-        self.fixed = {k: v for k, v in compiled.params.items() if v is not None}  # literals: coalesce(..., 0)
+        # Parameters the dialect adds with their own values (SQLite's "LIMIT ? OFFSET ?" offset 0).
+        self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
 
     def params(self, values: Mapping[str, Any]) -> Any:
         merged = {**self.fixed, **values} if self.fixed else values
         return tuple(merged[name] for name in self.order) if self.order else dict(merged)
 
     def run(self, conn: Any, values: Mapping[str, Any]) -> None:
-        cursor = conn.cursor()
-        try:
+        with closing(conn.cursor()) as cursor:
             cursor.execute(self.sql, self.params(values))
-        finally:
-            cursor.close()
 
     def run_many(self, conn: Any, many: Sequence[Mapping[str, Any]]) -> None:
-        cursor = conn.cursor()
-        try:
+        with closing(conn.cursor()) as cursor:
             cursor.executemany(self.sql, [self.params(values) for values in many])
-        finally:
-            cursor.close()
 
     def rows(self, conn: Any, values: Mapping[str, Any]) -> list[Any]:
-        cursor = conn.cursor()
-        try:
+        with closing(conn.cursor()) as cursor:
             cursor.execute(self.sql, self.params(values))
             return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
 
 def _checked(i: int, raw: Mapping[str, Any] | EventInput) -> EventInput:
