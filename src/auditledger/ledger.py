@@ -273,13 +273,7 @@ class AuditLog:
         Raises the :class:`ValidationError` ``record_many`` would, naming ``events[i].field``;
         for code that takes events now and records them later (``Spooled`` does).
         """
-        return [self._validate(i, raw) for i, raw in enumerate(events)]
-
-    def _validate(self, i: int, raw: EventInput | Mapping[str, Any]) -> EventInput:
-        try:
-            return event_input(raw, self.limits)
-        except ValidationError as exc:
-            raise ValidationError(f"events[{i}].{exc.field}", exc.message) from None
+        return validated(events, self.limits)
 
     def append(self, items: Sequence[tuple[str, EventInput]], *, dates: Sequence[int] | None = None) -> list[Receipt]:
         """Place already validated events, of any tenants, in one transaction."""
@@ -425,6 +419,17 @@ class AuditLog:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def validated(events: Iterable[EventInput | Mapping[str, Any]], limits: Limits = DEFAULT_LIMITS) -> list[EventInput]:
+    """``events`` checked against ``limits``; a bad one raises a :class:`ValidationError` naming ``events[i].field``."""
+    out: list[EventInput] = []
+    for i, raw in enumerate(events):
+        try:
+            out.append(event_input(raw, limits))
+        except ValidationError as exc:
+            raise ValidationError(f"events[{i}].{exc.field}", exc.message) from None
+    return out
 
 
 def prepare(items: Iterable[tuple[str, EventInput]]) -> list[canonical.Prepared]:

@@ -72,8 +72,8 @@ from auditledger import background
 from auditledger.drain import Drain, Rejected, Row
 from auditledger.errors import AuditLedgerError, ConfigError, StoreError, ValidationError
 from auditledger.integrations.context import Queued
-from auditledger.ledger import DEFAULT_TENANT, AuditLog
-from auditledger.model import EventInput, check_tenant, event_input, format_micros
+from auditledger.ledger import DEFAULT_TENANT, AuditLog, validated
+from auditledger.model import EventInput, check_tenant, format_micros
 from auditledger.wire import dated_mappings, encode_batch, new_key
 
 DEFAULT_TABLE = "auditledger_outbox"
@@ -218,7 +218,10 @@ class Outbox(Drain):
         if isinstance(self.sink, AuditLog):
             drafts = self.sink.validate(events)
         else:
-            drafts = [_checked(i, raw) for i, raw in enumerate(events)]
+            drafts = validated(events)  # the default limits, as the server's
+            for i, draft in enumerate(drafts):
+                if draft.source is not None:
+                    raise ValidationError(f"events[{i}].source", "is set by the server (token and source IP)")
         if not drafts:
             return []
         batch = dated_mappings(drafts)
@@ -371,16 +374,6 @@ class _Driver:
         with closing(conn.cursor()) as cursor:
             cursor.execute(self.sql, self.params(values))
             return list(cursor.fetchall())
-
-
-def _checked(i: int, raw: Mapping[str, Any] | EventInput) -> EventInput:
-    try:
-        event = event_input(raw)
-    except ValidationError as exc:
-        raise ValidationError(f"events[{i}].{exc.field}", exc.message) from None
-    if event.source is not None:
-        raise ValidationError(f"events[{i}].source", "is set by the server (token and source IP)")
-    return event
 
 
 def _exists(engine: Engine, table: str) -> bool:

@@ -256,9 +256,7 @@ class SQLAlchemyAuditor:
 
     def __post_init__(self) -> None:
         if self.write not in ("before_commit", "after_commit", "in_transaction"):
-            raise ConfigError(
-                f"write must be 'before_commit', 'after_commit' or 'in_transaction', got {self.write!r}"
-            )
+            raise ConfigError(f"write must be 'before_commit', 'after_commit' or 'in_transaction', got {self.write!r}")
         if isinstance(self.sink, Outbox):
             if self.write == "after_commit":
                 raise ConfigError(
@@ -436,15 +434,17 @@ class SQLAlchemyAuditor:
         pending: list[_Pending] = session.info.get(_PENDING_KEY, [])
         if not pending:
             return
-        if self.write == "in_transaction" or isinstance(resolve_sink(self.sink), Outbox):
-            self._write_in_transaction(session, pending, committing)
+        sink = resolve_sink(self.sink)
+        if self.write == "in_transaction" or isinstance(sink, Outbox):
+            self._write_in_transaction(session, pending, committing, sink)
         else:
-            emit([p.event for p in pending], sink=self.sink, tenant=self.tenant)
+            emit([p.event for p in pending], sink=sink, tenant=self.tenant)
         session.info[_PENDING_KEY] = []  # cleared only once the sink took them
 
-    def _write_in_transaction(self, session: Session, pending: list[_Pending], committing: Connection | None) -> None:
+    def _write_in_transaction(
+        self, session: Session, pending: list[_Pending], committing: Connection | None, ledger: Sink
+    ) -> None:
         """The events into the ledger's tables, or an outbox's, through the session's connection, before it commits."""
-        ledger = resolve_sink(self.sink)
         if not isinstance(ledger, AuditLog | Outbox):
             raise ConfigError(
                 "write='in_transaction' needs an AuditLog on the application's database or an Outbox as its sink, "
@@ -488,15 +488,13 @@ class SQLAlchemyAuditor:
             # still come before that transaction's commit.
             self._write(session, None)
         written = session.info.pop(_OUTBOX_KEY, 0)
-        if written:
-            outbox = resolve_sink(self.sink)
-            if isinstance(outbox, Outbox):
-                outbox.committed(written)
         receipts = session.info.pop(_RECEIPTS_KEY, None)
-        if receipts:
-            ledger = resolve_sink(self.sink)
-            if isinstance(ledger, AuditLog):
-                ledger.committed(receipts)
+        if written or receipts:
+            sink = resolve_sink(self.sink)
+            if written and isinstance(sink, Outbox):
+                sink.committed(written)
+            if receipts and isinstance(sink, AuditLog):
+                sink.committed(receipts)
 
     def _after_begin(self, session: Session, _txn: SessionTransaction, connection: Connection) -> None:
         if self.write != "after_commit":
