@@ -60,7 +60,7 @@ from auditledger.errors import (
     ValidationError,
 )
 from auditledger.model import Actor, EventInput, event_input, format_date
-from auditledger.wire import event_mapping
+from auditledger.wire import event_mapping, refuse_source
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _JSON = {"content-type": "application/json"}
@@ -108,8 +108,7 @@ def _keyed(event: Mapping[str, Any]) -> dict[str, Any]:
 def _wire(raw: Mapping[str, Any] | EventInput) -> dict[str, Any]:
     """Validate one event here, where the caller can see the error, and shape it for the ingest route."""
     event = event_input(raw)
-    if event.source is not None:
-        raise ValidationError("source", "is set by the server (token and source IP)")
+    refuse_source(event)
     return event_mapping(event)
 
 
@@ -298,8 +297,15 @@ class Client:
 
     # ------------------------------------------------------------ writing
 
-    def record(self, resource_type: str, action: str, actor: Actor | Mapping[str, Any], *,
-               tenant: str | None = None, **fields: Any) -> str:
+    def record(
+        self,
+        resource_type: str,
+        action: str,
+        actor: Actor | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        **fields: Any,
+    ) -> str:
         """Validate one event and queue it for the background sender; returns its idempotency key."""
         return self.queue_many([event_dict(resource_type, action, actor, **fields)], tenant=tenant)[0]
 
@@ -380,8 +386,16 @@ class Client:
 
     # ------------------------------------------------------------ reading
 
-    def search(self, q: str | None = None, *, tenant: str | None = None, size: int = 50, page: int = 1,
-               cursor: str | None = None, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        tenant: str | None = None,
+        size: int = 50,
+        page: int = 1,
+        cursor: str | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """One page (Kestra's answer shape plus ``cursor``, ``more``); ``params`` adds Kestra filters."""
         response = self._request(
             "GET", f"/api/v1/{tenant or self.tenant}/auditlogs/search", params=_params(q, size, page, cursor, params)
@@ -467,8 +481,15 @@ class AsyncClient:
             await asyncio.sleep(self._policy.delay(attempt, response))
             attempt += 1
 
-    def record(self, resource_type: str, action: str, actor: Actor | Mapping[str, Any], *,
-               tenant: str | None = None, **fields: Any) -> str:
+    def record(
+        self,
+        resource_type: str,
+        action: str,
+        actor: Actor | Mapping[str, Any],
+        *,
+        tenant: str | None = None,
+        **fields: Any,
+    ) -> str:
         """Validate one event and queue it for the background sender; returns its idempotency key."""
         return self.queue_many([event_dict(resource_type, action, actor, **fields)], tenant=tenant)[0]
 
@@ -532,8 +553,16 @@ class AsyncClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
 
-    async def search(self, q: str | None = None, *, tenant: str | None = None, size: int = 50, page: int = 1,
-                     cursor: str | None = None, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    async def search(
+        self,
+        q: str | None = None,
+        *,
+        tenant: str | None = None,
+        size: int = 50,
+        page: int = 1,
+        cursor: str | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         response = await self._request(
             "GET", f"/api/v1/{tenant or self.tenant}/auditlogs/search", params=_params(q, size, page, cursor, params)
         )

@@ -54,6 +54,12 @@ def event_mapping(event: EventInput) -> dict[str, Any]:
     return out
 
 
+def refuse_source(event: EventInput, field: str = "source") -> None:
+    """An event bound for a server carries no ``source``: the server sets it (token and source IP)."""
+    if event.source is not None:
+        raise ValidationError(field, "is set by the server (token and source IP)")
+
+
 def dated_mappings(drafts: Sequence[EventInput]) -> list[dict[str, Any]]:
     """Validated events as mappings, keyed, each with an ``occurred_at`` (now, where it has none).
 

@@ -74,7 +74,7 @@ from auditledger.errors import AuditLedgerError, ConfigError, StoreError, Valida
 from auditledger.integrations.context import Queued
 from auditledger.ledger import DEFAULT_TENANT, AuditLog, validated
 from auditledger.model import EventInput, check_tenant, format_micros
-from auditledger.wire import dated_mappings, encode_batch, new_key
+from auditledger.wire import dated_mappings, encode_batch, new_key, refuse_source
 
 DEFAULT_TABLE = "auditledger_outbox"
 
@@ -220,8 +220,7 @@ class Outbox(Drain):
         else:
             drafts = validated(events)  # the default limits, as the server's
             for i, draft in enumerate(drafts):
-                if draft.source is not None:
-                    raise ValidationError(f"events[{i}].source", "is set by the server (token and source IP)")
+                refuse_source(draft, f"events[{i}].source")
         if not drafts:
             return []
         batch = dated_mappings(drafts)
